@@ -1,0 +1,108 @@
+"""Named transition batches and a fixed-capacity replay buffer that lives on the device.
+
+The buffer is a ring: ``add`` writes at the cursor with one indexed copy per field (no
+Python loop over rows), ``sample`` draws indices from the caller's generator. The model
+buffer of MOPO/COMBO is this ring sized to hold the last ``k`` rollouts
+(MOPO official code: ``model_retain_epochs``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class Batch(NamedTuple):
+    """A batch of transitions. ``obs, next_obs: [B, D]``, ``act: [B, A]``, ``rew, terminal: [B]``
+    (all float32; ``terminal`` is 1.0 where the episode truly ended, never on a time-limit)."""
+
+    obs: torch.Tensor
+    act: torch.Tensor
+    rew: torch.Tensor
+    next_obs: torch.Tensor
+    terminal: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def index(self, idx: torch.Tensor) -> Batch:
+        """Rows ``idx`` of every field."""
+        return Batch(*(f[idx] for f in self))
+
+    def to(self, device) -> Batch:
+        return Batch(*(f.to(device) for f in self))
+
+
+def cat_batches(a: Batch, b: Batch) -> Batch:
+    """Row-wise concatenation of two batches."""
+    return Batch(*(torch.cat([x, y], 0) for x, y in zip(a, b)))
+
+
+class ReplayBuffer:
+    """Fixed-capacity ring buffer of transitions on ``device``.
+
+    Args:
+        capacity: number of transitions kept; older ones are overwritten.
+        obs_dim, act_dim: D and A.
+    Raises:
+        ValueError: on a non-positive capacity, or ``add`` with mismatched dims.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: str | torch.device = "cpu"):
+        if capacity <= 0:
+            raise ValueError(f"ReplayBuffer capacity must be positive, got {capacity}")
+        self.capacity, self.obs_dim, self.act_dim = capacity, obs_dim, act_dim
+        z = dict(device=device, dtype=torch.float32)
+        self.data = Batch(
+            torch.zeros(capacity, obs_dim, **z),
+            torch.zeros(capacity, act_dim, **z),
+            torch.zeros(capacity, **z),
+            torch.zeros(capacity, obs_dim, **z),
+            torch.zeros(capacity, **z),
+        )
+        self.ptr = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, batch: Batch, mask: torch.Tensor | None = None) -> None:
+        """Append the rows of ``batch`` (all of them, or those where ``mask: [B] bool`` is set).
+
+        With a mask the number of rows written is data dependent, so this costs one host sync;
+        callers do it once per rollout phase, never per step.
+        """
+        if batch.obs.shape[-1] != self.obs_dim or batch.act.shape[-1] != self.act_dim:
+            raise ValueError(
+                f"batch dims (obs {batch.obs.shape[-1]}, act {batch.act.shape[-1]}) do not match "
+                f"the buffer (obs {self.obs_dim}, act {self.act_dim})"
+            )
+        if mask is not None:
+            batch = batch.index(mask.nonzero().squeeze(-1))
+        n = len(batch)
+        if n == 0:
+            return
+        if n > self.capacity:
+            batch = Batch(*(f[-self.capacity :] for f in batch))
+            n = self.capacity
+        idx = (torch.arange(n, device=self.data.obs.device) + self.ptr) % self.capacity
+        for dst, src in zip(self.data, batch):
+            dst[idx] = src.to(dst.dtype)
+        self.ptr = (self.ptr + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """``batch_size`` rows drawn uniformly with replacement. Raises ValueError when empty."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty ReplayBuffer")
+        idx = torch.randint(self.size, (batch_size,), generator=generator, device=self.data.obs.device)
+        return self.data.index(idx)
+
+    def state_dict(self) -> dict:
+        return {"data": [f[: self.size].clone() for f in self.data], "ptr": self.ptr, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for dst, src in zip(self.data, state["data"]):
+            dst[: src.shape[0]] = src
+        self.ptr, self.size = state["ptr"], state["size"]

@@ -1,0 +1,137 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications",
+arXiv:1812.05905, Algorithm 1 with automatic entropy tuning, Eq. 17-18), the policy optimiser
+inside MOPO and the online trainer of the behaviour policies.
+
+The twin critics are one batched ensemble (``[2, B]`` Q-values, one optimiser); an update
+returns its metrics as 0-d tensors so that nothing synchronises with the host inside the step.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from engine.buffer import Batch
+from engine.nets import EnsembleCritic, TanhGaussianActor
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """SAC hyperparameters (defaults: Haarnoja et al. 2018, Table 1; MOPO's official code)."""
+
+    actor_lr: float = 3e-4
+    """Actor learning rate (Adam)."""
+    critic_lr: float = 3e-4
+    """Critic learning rate (Adam)."""
+    alpha_lr: float = 3e-4
+    """Learning rate of log(alpha), the entropy temperature."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target critics."""
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden widths of actor and critics."""
+    num_critics: int = 2
+    """Critics in the ensemble; the target is the minimum over them (clipped double Q)."""
+    target_entropy: float | None = None
+    """Target entropy; None means -A (the action dimension), the paper's heuristic."""
+    init_alpha: float = 1.0
+    """Initial entropy temperature."""
+
+
+class SAC:
+    """Actor, twin critic ensemble, target critics and temperature, with one ``update`` step.
+
+    Args:
+        obs_dim, act_dim: D and A.
+        cfg: SACConfig.
+        device: torch device of all parameters.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig = SACConfig(), device="cpu"):
+        self.cfg = cfg
+        self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.hidden_dims).to(device)
+        self.critic = EnsembleCritic(obs_dim, act_dim, cfg.hidden_dims, cfg.num_critics).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(float(torch.tensor(cfg.init_alpha).log()), device=device, requires_grad=True)
+        self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+
+    def critic_target_value(self, batch: Batch, generator=None) -> torch.Tensor:
+        """Soft Bellman target ``r + gamma (1 - d) (min_i Q'_i(s', a') - alpha log pi(a'|s'))``, [B]."""
+        with torch.no_grad():
+            next_act, next_logp = self.actor(batch.next_obs, generator)
+            q_next = self.critic_target(batch.next_obs, next_act).min(0).values
+            v_next = q_next - self.log_alpha.exp() * next_logp
+            return batch.rew + self.cfg.gamma * (1.0 - batch.terminal) * v_next
+
+    def update_critic(self, batch: Batch, extra_loss=None, generator=None) -> dict[str, torch.Tensor]:
+        """One critic step on the mean squared Bellman error of every critic (Eq. 5).
+
+        ``extra_loss(batch, q: [E, B]) -> 0-d tensor`` is added to the loss (COMBO's
+        conservative term plugs in here).
+        """
+        target = self.critic_target_value(batch, generator)
+        q = self.critic(batch.obs, batch.act)  # [E, B]
+        loss = (q - target.unsqueeze(0)).pow(2).mean(1).sum()
+        metrics = {"train/critic_loss": loss.detach(), "train/q_mean": q.detach().mean()}
+        if extra_loss is not None:
+            extra, extra_metrics = extra_loss(batch, q)
+            loss = loss + extra
+            metrics.update(extra_metrics)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        return metrics
+
+    def update_actor_and_alpha(self, obs: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
+        """One actor step (Eq. 7, min over critics) and one temperature step (Eq. 18)."""
+        act, logp = self.actor(obs, generator)
+        q = self.critic(obs, act).min(0).values
+        alpha = self.log_alpha.exp().detach()
+        actor_loss = (alpha * logp - q).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        return {"train/actor_loss": actor_loss.detach(), "train/alpha": alpha, "train/entropy": -logp.detach().mean()}
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """Polyak averaging ``theta' <- (1 - tau) theta' + tau theta``."""
+        torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.cfg.tau)
+
+    def update(self, batch: Batch, generator=None) -> dict[str, torch.Tensor]:
+        """A full SAC update on ``batch``; returns 0-d tensor metrics (no host sync)."""
+        metrics = self.update_critic(batch, generator=generator)
+        metrics.update(self.update_actor_and_alpha(batch.obs, generator))
+        self.update_target()
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
