@@ -91,7 +91,11 @@ class SAC:
     def update_actor_and_alpha(self, obs: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
         """One actor step (Eq. 7, min over critics) and one temperature step (Eq. 18)."""
         act, logp = self.actor(obs, generator)
+        # Gradients flow through the critic to the action only; its weights get none (saves the
+        # weight-gradient matmuls, about a tenth of an update's FLOPs).
+        self.critic.requires_grad_(False)
         q = self.critic(obs, act).min(0).values
+        self.critic.requires_grad_(True)
         alpha = self.log_alpha.exp().detach()
         actor_loss = (alpha * logp - q).mean()
         self.actor_opt.zero_grad(set_to_none=True)

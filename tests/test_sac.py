@@ -26,8 +26,13 @@ def test_tanh_gaussian_log_prob_matches_change_of_variables():
 def test_critic_target_is_the_soft_bellman_backup():
     torch.manual_seed(1)
     agent = SAC(4, 2, SACConfig(hidden_dims=(8,), gamma=0.9, init_alpha=0.3))
-    b = Batch(torch.randn(6, 4), torch.rand(6, 2) * 2 - 1, torch.randn(6), torch.randn(6, 4),
-              torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0]))
+    b = Batch(
+        torch.randn(6, 4),
+        torch.rand(6, 2) * 2 - 1,
+        torch.randn(6),
+        torch.randn(6, 4),
+        torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0]),
+    )
     target = agent.critic_target_value(b, torch.Generator().manual_seed(3))
     act, logp = agent.actor(b.next_obs, torch.Generator().manual_seed(3))
     q = agent.critic_target(b.next_obs, act)  # [2, B]

@@ -1,0 +1,120 @@
+"""MOPO end to end at a tiny budget on a real (small) generated dataset, its CLI, presets,
+resume and bad input."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from algos import mopo
+from engine import data as datasets
+from engine.dynamics import DynamicsConfig
+from engine.rollout import RolloutConfig
+
+TINY_DYN = DynamicsConfig(
+    num_members=3, num_elites=2, hidden_dim=32, num_layers=2, weight_decays=(1e-5, 1e-5, 1e-5), max_epochs=2
+)
+
+
+@pytest.fixture()
+def tiny_dataset(tmp_path, monkeypatch):
+    """simloop/halfcheetah/random-v0 at 3 episodes of 200 steps, in a private Minari root."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    datasets.make_dataset("simloop/halfcheetah/random-v0", num_episodes=3, max_episode_steps=200, progress=False)
+    return "simloop/halfcheetah/random-v0"
+
+
+def tiny_config(dataset, out, **kw):
+    base = mopo.Config(
+        dataset=dataset,
+        num_updates=40,
+        batch_size=32,
+        rollout=RolloutConfig(horizon=2, penalty_coef=0.5),
+        rollout_batch_size=64,
+        rollout_interval=20,
+        eval_interval=20,
+        eval_episodes=1,
+        log_interval=10,
+        checkpoint_interval=20,
+        dynamics=TINY_DYN,
+        out=str(out),
+        progress=False,
+        num_threads=1,
+    )
+    return replace(base, **kw)
+
+
+def test_smoke_run_writes_a_valid_summary(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the dynamics cache goes under ./runs
+    summary = mopo.train(tiny_config(tiny_dataset, tmp_path / "run"))
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for key in (
+        "algo",
+        "dataset",
+        "normalized_score",
+        "normalized_score_std",
+        "behavior_normalized_score",
+        "num_updates",
+        "wall_s",
+    ):
+        assert key in on_disk, key
+    assert on_disk["algo"] == "mopo" and on_disk["num_updates"] == 40 and on_disk["dataset"] == tiny_dataset
+    assert summary["normalized_score"] == on_disk["normalized_score"]
+    # HalfCheetah returns are finite; a random-action dataset scores near 0 (D4RL: 0 by definition).
+    assert abs(on_disk["behavior_normalized_score"]) < 5
+    metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    header = metrics[0].split(",")
+    for key in ("train/critic_loss", "rollout/penalty_mean", "eval/normalized_score", "perf/updates_per_s"):
+        assert key in header, key
+    assert len(metrics) >= 5
+    assert (tmp_path / "run" / "config.json").is_file() and list((tmp_path / "run" / "tb").iterdir())
+
+
+def test_resume_continues_from_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tiny_dataset, tmp_path / "run", num_updates=20, checkpoint_interval=10)
+    mopo.train(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 20
+    # Pretend the run was meant to go on: resume with a longer budget from the saved checkpoint.
+    ckpt["cfg"] = replace(ckpt["cfg"], num_updates=30)
+    torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
+    summary = mopo.train(cfg, resume=str(tmp_path / "run"))
+    assert summary["num_updates"] == 30
+    steps = [int(r.split(",")[0]) for r in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]]
+    assert max(steps) == 30 and 10 in steps  # rows from before the resume are kept
+
+
+def test_presets_cover_the_dataset_registry():
+    for key, cfg in mopo.PRESETS.items():
+        if key != "fast":
+            assert key in datasets.DATASETS and cfg.dataset == key
+    assert set(datasets.DATASETS) <= set(mopo.PRESETS)
+    assert mopo.PRESETS["simloop/halfcheetah/medium-v0"].rollout == RolloutConfig(horizon=5, penalty_coef=0.5)
+    fast = mopo.PRESETS["fast"]
+    assert fast.dataset == mopo.DEFAULT_DATASET and fast.num_updates < mopo.Config().num_updates
+
+
+def test_cli_presets_and_overrides():
+    cfg, resume = mopo.parse_cli(["--fast", "--num-updates", "123"], mopo.PRESETS, "mopo")
+    assert cfg.num_updates == 123 and cfg.rollout_batch_size == mopo.PRESETS["fast"].rollout_batch_size
+    assert resume is None
+    cfg, _ = mopo.parse_cli(["--dataset", "simloop/hopper/medium-v0"], mopo.PRESETS, "mopo")
+    assert cfg.rollout.penalty_coef == 5.0 and cfg.dataset == "simloop/hopper/medium-v0"
+    cfg, resume = mopo.parse_cli(["--resume", "runs/x"], mopo.PRESETS, "mopo")
+    assert resume == "runs/x"
+    with pytest.raises(ValueError, match="unknown preset 'nope'; valid presets: fast, simloop/"):
+        mopo.parse_cli(["--preset", "nope"], mopo.PRESETS, "mopo")
+
+
+def test_bad_input_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    with pytest.raises(ValueError, match="real_ratio=1.5"):
+        mopo.Config(real_ratio=1.5)
+    with pytest.raises(ValueError, match="num_updates=0"):
+        mopo.Config(num_updates=0)
+    with pytest.raises(ValueError, match="simloop/halfcheetah/medium-v0"):
+        mopo.train(tiny_config("simloop/cartpole/medium-v0", tmp_path / "run"))
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        mopo.train(tiny_config("x", tmp_path / "run"), resume=str(tmp_path / "empty"))
