@@ -39,6 +39,8 @@ class SACConfig:
     """Target entropy; None means -A (the action dimension), the paper's heuristic."""
     init_alpha: float = 1.0
     """Initial entropy temperature."""
+    backup_entropy: bool = True
+    """Keep -alpha log pi in the critic target; False gives the "deterministic backup" of CQL/COMBO's code."""
 
 
 class SAC:
@@ -66,7 +68,7 @@ class SAC:
         with torch.no_grad():
             next_act, next_logp = self.actor(batch.next_obs, generator)
             q_next = self.critic_target(batch.next_obs, next_act).min(0).values
-            v_next = q_next - self.log_alpha.exp() * next_logp
+            v_next = q_next - self.log_alpha.exp() * next_logp if self.cfg.backup_entropy else q_next
             return batch.rew + self.cfg.gamma * (1.0 - batch.terminal) * v_next
 
     def update_critic(self, batch: Batch, extra_loss=None, generator=None) -> dict[str, torch.Tensor]:
