@@ -68,7 +68,7 @@ PRESETS["fast"] = replace(
 """``--fast``: the whole job (data generation, dynamics, 5,000 SAC updates, evaluation) in minutes."""
 
 
-def mopo_update(agent: SAC, real: Batch, model: Batch, generator: torch.Generator) -> dict:
+def mopo_update(agent: SAC, real: Batch, model: Batch, generator: torch.Generator, cfg: Config) -> dict:
     """MOPO's step (Algorithm 2, line 10): one SAC update on the union of real rows and model rows,
     whose rewards the rollout already penalised by lambda * u(s, a)."""
     return agent.update(cat_batches(real, model), generator)

@@ -112,8 +112,8 @@ class Agent(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-UpdateFn = Callable[[Agent, Batch, Batch, torch.Generator], dict]
-"""``update(agent, real_batch, model_batch, generator) -> metrics`` (0-d tensors, no host sync)."""
+UpdateFn = Callable[[Agent, Batch, Batch, torch.Generator, ModelBasedConfig], dict]
+"""``update(agent, real_batch, model_batch, generator, cfg) -> metrics`` (0-d tensors, no host sync)."""
 
 
 def train_model_based(
@@ -129,7 +129,7 @@ def train_model_based(
         algo: name used in the run directory and summary ("mopo", "combo").
         cfg: the algorithm's config (a ModelBasedConfig subclass).
         make_agent: builds the agent from the loaded data (dims), the config in force and the device.
-        update: one gradient step on a real and a model batch.
+        update: one gradient step on a real and a model batch, given the config in force.
         resume: a run directory to continue from its ``checkpoint.pt`` with its saved config.
     Raises:
         ValueError: unknown dataset id, bad config, a dataset from an unsupported env.
@@ -208,7 +208,7 @@ def train_model_based(
             sums.update(rollout_metrics(tr, cfg.rollout.penalty_coef))
             sums["perf/rollout_s"] = torch.tensor(time.perf_counter() - t0)
         real_batch = real.index(torch.randint(len(real), (num_real,), generator=gen, device=dev))
-        metrics = update(agent, real_batch, model_buffer.sample(num_model, gen), gen)
+        metrics = update(agent, real_batch, model_buffer.sample(num_model, gen), gen, cfg)
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1

@@ -9,44 +9,17 @@ import torch
 
 from algos import mopo
 from engine import data as datasets
-from engine.dynamics import DynamicsConfig
 from engine.rollout import RolloutConfig
-
-TINY_DYN = DynamicsConfig(
-    num_members=3, num_elites=2, hidden_dim=32, num_layers=2, weight_decays=(1e-5, 1e-5, 1e-5), max_epochs=2
-)
-
-
-@pytest.fixture()
-def tiny_dataset(tmp_path, monkeypatch):
-    """simloop/halfcheetah/random-v0 at 3 episodes of 200 steps, in a private Minari root."""
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    datasets.make_dataset("simloop/halfcheetah/random-v0", num_episodes=3, max_episode_steps=200, progress=False)
-    return "simloop/halfcheetah/random-v0"
+from tests.conftest import TINY_RUN
 
 
 def tiny_config(dataset, out, **kw):
-    base = mopo.Config(
-        dataset=dataset,
-        num_updates=40,
-        batch_size=32,
-        rollout=RolloutConfig(horizon=2, penalty_coef=0.5),
-        rollout_batch_size=64,
-        rollout_interval=20,
-        eval_interval=20,
-        eval_episodes=1,
-        log_interval=10,
-        checkpoint_interval=20,
-        dynamics=TINY_DYN,
-        out=str(out),
-        progress=False,
-        num_threads=1,
+    return replace(
+        mopo.Config(dataset=dataset, out=str(out), rollout=RolloutConfig(horizon=2, penalty_coef=0.5), **TINY_RUN), **kw
     )
-    return replace(base, **kw)
 
 
-def test_smoke_run_writes_a_valid_summary(tiny_dataset, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the dynamics cache goes under ./runs
+def test_smoke_run_writes_a_valid_summary(tiny_dataset, tmp_path):
     summary = mopo.train(tiny_config(tiny_dataset, tmp_path / "run"))
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     for key in (
@@ -71,8 +44,7 @@ def test_smoke_run_writes_a_valid_summary(tiny_dataset, tmp_path, monkeypatch):
     assert (tmp_path / "run" / "config.json").is_file() and list((tmp_path / "run" / "tb").iterdir())
 
 
-def test_resume_continues_from_checkpoint(tiny_dataset, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_resume_continues_from_checkpoint(tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset, tmp_path / "run", num_updates=20, checkpoint_interval=10)
     mopo.train(cfg)
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
