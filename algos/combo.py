@@ -141,7 +141,7 @@ def train(cfg: Config, resume: str | None = None) -> dict:
     return train_model_based(
         "combo",
         cfg,
-        lambda data, c, dev: SAC(data.obs_dim, data.act_dim, c.sac, dev),
+        lambda data, c, dev, dyn: SAC(data.obs_dim, data.act_dim, c.sac, dev),
         combo_update,
         resume,
     )

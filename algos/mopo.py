@@ -81,7 +81,7 @@ def train(cfg: Config, resume: str | None = None) -> dict:
     saved config. Raises ValueError for an unknown dataset id or bad config values.
     """
     return train_model_based(
-        "mopo", cfg, lambda data, c, dev: SAC(data.obs_dim, data.act_dim, c.sac, dev), mopo_update, resume
+        "mopo", cfg, lambda data, c, dev, dyn: SAC(data.obs_dim, data.act_dim, c.sac, dev), mopo_update, resume
     )
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from engine import data as datasets
 from engine.buffer import Batch, ReplayBuffer
-from engine.dynamics import DynamicsConfig, fit_or_load
+from engine.dynamics import DynamicsConfig, EnsembleDynamics, fit_or_load
 from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir
 from engine.nets import TanhGaussianActor
@@ -103,7 +103,10 @@ class ModelBasedConfig:
 
 
 class Agent(Protocol):
-    """What the loop needs of an algorithm's agent."""
+    """What the loop needs of an algorithm's agent. An agent may also define
+    ``rollout_policies(generator) -> list of (obs [N, D] -> act [N, A])``: the rollout batch is then
+    split evenly among them (ARMOR rolls out its policy and the reference policy); by default the
+    loop rolls out ``actor``'s stochastic policy."""
 
     actor: TanhGaussianActor
 
@@ -119,7 +122,7 @@ UpdateFn = Callable[[Agent, Batch, Batch, torch.Generator, ModelBasedConfig], di
 def train_model_based(
     algo: str,
     cfg: ModelBasedConfig,
-    make_agent: Callable[[datasets.TransitionData, ModelBasedConfig, torch.device], Agent],
+    make_agent: Callable[[datasets.TransitionData, ModelBasedConfig, torch.device, EnsembleDynamics], Agent],
     update: UpdateFn,
     resume: str | None = None,
 ) -> dict:
@@ -128,7 +131,8 @@ def train_model_based(
     Args:
         algo: name used in the run directory and summary ("mopo", "combo").
         cfg: the algorithm's config (a ModelBasedConfig subclass).
-        make_agent: builds the agent from the loaded data (dims), the config in force and the device.
+        make_agent: builds the agent from the loaded data (dims), the config in force, the device and
+            the trained dynamics (an agent may keep training it, as ARMOR's adversarial model does).
         update: one gradient step on a real and a model batch, given the config in force.
         resume: a run directory to continue from its ``checkpoint.pt`` with its saved config.
     Raises:
@@ -161,12 +165,15 @@ def train_model_based(
     dyn, dyn_info = fit_or_load(
         real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, device=dev, progress=cfg.progress
     )
-    agent = make_agent(data, cfg, dev)
+    agent = make_agent(data, cfg, dev, dyn)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     term = termination_params(env_name).to(dev)
-    engine = RolloutEngine(
-        dyn.params(), lambda o: agent.actor(o, gen)[0], term.obs_low, term.obs_high, cfg.rollout, gen
-    )
+    if hasattr(agent, "rollout_policies"):
+        policies = agent.rollout_policies(gen)
+    else:
+        policies = [lambda o: agent.actor(o, gen)[0]]
+    engines = [RolloutEngine(dyn.params(), p, term.obs_low, term.obs_high, cfg.rollout, gen) for p in policies]
+    starts_per_engine = cfg.rollout_batch_size // len(engines)
     capacity = cfg.model_retain_rollouts * cfg.rollout_batch_size * cfg.rollout.horizon
     model_buffer = ReplayBuffer(capacity, data.obs_dim, data.act_dim, dev)
     num_real = int(round(cfg.batch_size * cfg.real_ratio))
@@ -202,10 +209,12 @@ def train_model_based(
     while step < cfg.num_updates:
         if step % cfg.rollout_interval == 0 or len(model_buffer) == 0:
             t0 = time.perf_counter()
-            start = real.obs[torch.randint(len(real), (cfg.rollout_batch_size,), generator=gen, device=dev)]
-            tr = engine.rollout(start)
-            model_buffer.add(*tr.flat())
-            sums.update(rollout_metrics(tr, cfg.rollout.penalty_coef))
+            for i, engine in enumerate(engines):
+                start = real.obs[torch.randint(len(real), (starts_per_engine,), generator=gen, device=dev)]
+                tr = engine.rollout(start)
+                model_buffer.add(*tr.flat())
+                if i == 0:  # metrics of the agent's own policy
+                    sums.update(rollout_metrics(tr, cfg.rollout.penalty_coef))
             sums["perf/rollout_s"] = torch.tensor(time.perf_counter() - t0)
         real_batch = real.index(torch.randint(len(real), (num_real,), generator=gen, device=dev))
         metrics = update(agent, real_batch, model_buffer.sample(num_model, gen), gen, cfg)

@@ -1,0 +1,323 @@
+"""ARMOR: Adversarial Model for Offline Reinforcement Learning (Bhardwaj et al., NeurIPS 2023,
+arXiv:2302.11048), built on ATAC's relative pessimism (Cheng et al., ICML 2022).
+
+ARMOR optimises the worst case, over models consistent with the data, of the policy's
+performance relative to a reference policy: max_pi min_{M in M_alpha} J_M(pi) - J_M(pi_ref).
+The practical algorithm (Algorithm 1) keeps ONE dynamics model M (pre-trained by maximum
+likelihood, then updated adversarially), two critics f1, f2 with target networks, and an actor:
+
+    L(f)   = E_{D_M}[f(s, pi(s)) - f(s, pi_ref(s))]                        (relative pessimism)
+    E^w(f) = (1 - w) E[(f(s,a) - r_M - g f_target(s'_M, pi(s'_M)))^2]       (TD form)
+             +    w  E[(f(s,a) - r_M - g f(s'_M, pi(s'_M)))^2]               (residual form)
+    E_D(M) = E_D[-log P_M(s' | s, a) + (r_M(s, a) - r)^2 / V_max^2]          (model fit, real data)
+
+    critics: min_f  L(f) + beta E^w(f)                      (fast learning rate)
+    model:   min_M  L(f) + beta (E^w(f, M) + lambda E_D(M))  (L does not depend on M here: the
+                                                             states come from the buffer)
+    actor:   max_pi L(f1) - alpha log pi                    (slow learning rate; entropy as ATAC)
+
+(s'_M, r_M) are drawn from M with the reparameterisation trick, so the model's gradient comes
+from both the Bellman term and its fitting term. D_M mixes real and model-rollout states
+(``real_ratio``); model rollouts of both pi and pi_ref start from real states and reset every H
+steps. The actor starts as a copy of the reference policy (ATAC warm-starts its policy with BC);
+with the slow learning rate this is what makes robust policy improvement over pi_ref practical.
+
+Defaults from ATAC (fast lr 5e-4, slow lr 5e-7, beta 3.0, w 0.5, 3x256 networks). Departures,
+each marked where it happens: the model's learning rate (the fast one), lambda = 1, H = 5 and a
+1:1 real/model mix are our choices where we could not check the paper's appendix values.
+
+    python -m algos.armor --fast
+    python -m algos.armor --reference runs/bc/<dataset>/<time>/policy.pt
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, replace
+
+import torch
+
+from algos.bc import fit_bc
+from engine.behavior import load_policy
+from engine.buffer import Batch, cat_batches
+from engine.cli import parse_cli, print_summary
+from engine.data import DATASETS
+from engine.dynamics import DynamicsConfig, EnsembleDynamics, targets_of
+from engine.nets import EnsembleCritic, TanhGaussianActor
+from engine.rollout import RolloutConfig
+from engine.termination import termination_params
+from engine.trainer import ModelBasedConfig, train_model_based
+
+
+@dataclass(frozen=True)
+class Config(ModelBasedConfig):
+    """ARMOR run configuration (every field is a CLI flag: ``--bellman-coef``, ``--reference``)."""
+
+    real_ratio: float = 0.5
+    """Fraction of each D_M minibatch from the dataset; the rest from model rollouts."""
+    rollout: RolloutConfig = RolloutConfig(horizon=5, penalty_coef=0.0)
+    """Rollout horizon H (model rollouts of pi and pi_ref reset every H steps); no penalty."""
+    dynamics: DynamicsConfig = DynamicsConfig(num_members=1, num_elites=1)
+    """The single model M (ARMOR uses one model, not an ensemble), pre-trained by MLE."""
+    hidden_dims: tuple[int, ...] = (256, 256, 256)
+    """Hidden widths of the actor, the critics and the BC reference."""
+    fast_lr: float = 5e-4
+    """Critic (and temperature) learning rate (ATAC's eta_fast)."""
+    slow_lr: float = 5e-7
+    """Actor learning rate (ATAC's eta_slow)."""
+    model_lr: float = 5e-4
+    """Learning rate of the adversarial model updates (our choice: the fast rate)."""
+    bellman_coef: float = 3.0
+    """beta: weight of the Bellman error against the relative-pessimism term."""
+    residual_weight: float = 0.5
+    """w: weight of the residual form of the Bellman error (1 - w on the TD form)."""
+    model_fit_coef: float = 1.0
+    """lambda: weight of the model's own fitting error on real data."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target critics."""
+    reference: str | None = None
+    """Reference policy checkpoint (``engine.behavior.save_policy`` format, e.g. a BC run's policy.pt);
+    None trains BC on the dataset first."""
+    reference_updates: int = 100_000
+    """BC gradient steps when the reference is trained here."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = {
+            "fast_lr": self.fast_lr > 0,
+            "slow_lr": self.slow_lr > 0,
+            "model_lr": self.model_lr > 0,
+            "bellman_coef": self.bellman_coef >= 0,
+            "residual_weight": 0 <= self.residual_weight <= 1,
+            "model_fit_coef": self.model_fit_coef >= 0,
+            "gamma": 0 <= self.gamma < 1,
+            "reference_updates": self.reference_updates >= 1,
+        }
+        wrong = [f"{k}={getattr(self, k)!r}" for k, ok in bad.items() if not ok]
+        if wrong:
+            raise ValueError(
+                f"bad config value(s): {', '.join(wrong)} (learning rates > 0, coefficients >= 0, "
+                "residual_weight in [0, 1], gamma in [0, 1))"
+            )
+        if self.dynamics.num_members != 1:
+            raise ValueError(f"ARMOR uses one model: dynamics.num_members must be 1, got {self.dynamics.num_members}")
+
+
+def relative_pessimism(f_pi: torch.Tensor, f_ref: torch.Tensor) -> torch.Tensor:
+    """L(f, pi, pi_ref) per critic: ``f_pi, f_ref: [E, B]`` -> ``[E]`` = mean_B(f_pi - f_ref)."""
+    return (f_pi - f_ref).mean(-1)
+
+
+def bellman_error(
+    q: torch.Tensor,
+    rew: torch.Tensor,
+    terminal: torch.Tensor,
+    q_next_target: torch.Tensor,
+    q_next: torch.Tensor,
+    gamma: float,
+    residual_weight: float,
+) -> torch.Tensor:
+    """ATAC's mixed Bellman error per critic (Cheng et al. 2022, Sec. 4.2): ``[E]``.
+
+    ``q, q_next_target, q_next: [E, B]`` (Q at (s, a), target critic and live critic at (s', pi(s'))),
+    ``rew, terminal: [B]``. The TD form regresses on the target critic; the residual form lets the
+    gradient flow through the live critic's next-state value too.
+    """
+    cont = gamma * (1.0 - terminal)
+    td = (q - (rew + cont * q_next_target)).pow(2).mean(-1)
+    residual = (q - (rew + cont * q_next)).pow(2).mean(-1)
+    return (1.0 - residual_weight) * td + residual_weight * residual
+
+
+def model_fit_error(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor, v_max: float) -> torch.Tensor:
+    """E_D(M): Gaussian NLL of the next-state delta (constants dropped, mean over dims) plus the squared
+    reward error scaled by V_max^2. ``mean, logvar, target: [B, D+1]`` ([delta obs, reward]); returns a 0-d tensor."""
+    d = mean.shape[-1] - 1
+    nll = 0.5 * ((mean[:, :d] - target[:, :d]).pow(2) * torch.exp(-logvar[:, :d]) + logvar[:, :d]).mean(-1)
+    rew_err = (mean[:, d] - target[:, d]).pow(2) / v_max**2
+    return (nll + rew_err).mean()
+
+
+class ARMORAgent:
+    """Actor, reference policy, critics f1, f2 (one batched ensemble) with targets, temperature, and
+    the adversarial model (the trained ``EnsembleDynamics`` with one member, updated in place so the
+    rollouts follow it)."""
+
+    def __init__(
+        self, reference: TanhGaussianActor, dyn: EnsembleDynamics, cfg: Config, v_max: float, obs_low, obs_high
+    ):
+        dev = next(reference.parameters()).device
+        self.cfg, self.v_max, self.dyn = cfg, v_max, dyn
+        self.obs_low, self.obs_high = obs_low, obs_high
+        self.reference = reference.requires_grad_(False)
+        self.actor = copy.deepcopy(reference).requires_grad_(True).train()
+        self.critic = EnsembleCritic(reference.obs_dim, reference.act_dim, cfg.hidden_dims, 2).to(dev)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.zeros((), device=dev, requires_grad=True)
+        self.target_entropy = -float(reference.act_dim)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.slow_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.fast_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.fast_lr)
+        self.model_opt = torch.optim.Adam(dyn.model.parameters(), lr=cfg.model_lr)
+
+    def rollout_policies(self, generator):
+        """pi (stochastic) and pi_ref (deterministic BC mean) share the rollout batch."""
+        return [lambda o: self.actor(o, generator)[0], lambda o: self.reference.act(o, deterministic=True)]
+
+    def model_step(self, obs: torch.Tensor, act: torch.Tensor, noise: torch.Tensor):
+        """Reparameterised sample of M at ``(obs [B, D], act [B, A])`` with ``noise [B, D+1]``:
+        ``(next_obs [B, D], rew [B], terminal [B] float, mean, logvar)``; differentiable in M."""
+        m = self.dyn.model
+        mean, logvar = m(m.normalize(obs, act))
+        mean, logvar = mean[0], logvar[0]  # the single member: [B, D+1]
+        y = mean + torch.exp(0.5 * logvar) * noise
+        d = obs.shape[-1]
+        next_obs = obs + y[:, :d]
+        with torch.no_grad():
+            healthy = (next_obs > self.obs_low).all(-1) & (next_obs < self.obs_high).all(-1)
+        return next_obs, y[:, d], (~healthy).float(), mean, logvar
+
+    def losses(self, real: Batch, model: Batch, generator) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The adversary's losses on D_M = real + model rows: ``(critic_loss, model_loss, metrics)``.
+
+        critic_loss = sum_i L(f_i) + beta E^w(f_i) (model outputs detached);
+        model_loss = beta (sum_i E^w(f_i) + lambda E_D(M)) (critic weights frozen).
+        """
+        cfg = self.cfg
+        batch = cat_batches(real, model)
+        with torch.no_grad():
+            a_pi, _ = self.actor(batch.obs, generator)
+            a_ref = self.reference.act(batch.obs, deterministic=True)
+        noise = torch.randn(batch.obs.shape[0], batch.obs.shape[1] + 1, generator=generator, device=batch.obs.device)
+        next_obs, rew, term, _, _ = self.model_step(batch.obs, batch.act, noise)
+        with torch.no_grad():
+            a_next, _ = self.actor(next_obs, generator)
+
+        def bellman(critic_next_obs, critic_rew):
+            q = self.critic(batch.obs, batch.act)
+            q_next = self.critic(critic_next_obs, a_next)
+            q_next_target = self.critic_target(critic_next_obs, a_next)
+            return bellman_error(q, critic_rew, term, q_next_target, q_next, cfg.gamma, cfg.residual_weight)
+
+        rel = relative_pessimism(self.critic(batch.obs, a_pi), self.critic(batch.obs, a_ref))
+        bell_critic = bellman(next_obs.detach(), rew.detach())
+        critic_loss = (rel + cfg.bellman_coef * bell_critic).sum()
+
+        self.critic.requires_grad_(False)
+        bell_model = bellman(next_obs, rew)
+        self.critic.requires_grad_(True)
+        m = self.dyn.model
+        fit_mean, fit_logvar = m(m.normalize(real.obs, real.act))
+        fit = model_fit_error(fit_mean[0], fit_logvar[0], targets_of(real), self.v_max)
+        model_loss = cfg.bellman_coef * (bell_model.sum() + cfg.model_fit_coef * fit)
+        metrics = {
+            "train/relative_pessimism": rel.detach().mean(),
+            "train/bellman_error": bell_critic.detach().mean(),
+            "train/model_fit_error": fit.detach(),
+            "train/critic_loss": critic_loss.detach(),
+        }
+        return critic_loss, model_loss, metrics
+
+    def update(self, real: Batch, model: Batch, generator) -> dict:
+        """One ARMOR iteration: critics and model step on their losses, then actor and temperature."""
+        critic_loss, model_loss, metrics = self.losses(real, model, generator)
+        self.critic_opt.zero_grad(set_to_none=True)
+        self.model_opt.zero_grad(set_to_none=True)
+        (critic_loss + model_loss).backward()  # disjoint parameters: one backward serves both
+        self.critic_opt.step()
+        self.model_opt.step()
+
+        obs = torch.cat([real.obs, model.obs], 0)
+        act, logp = self.actor(obs, generator)
+        alpha = self.log_alpha.exp().detach()
+        self.critic.requires_grad_(False)
+        f1 = self.critic(obs, act)[0]  # the actor maximises f1 (ATAC); f1(s, pi_ref(s)) has no pi-gradient
+        self.critic.requires_grad_(True)
+        actor_loss = (alpha * logp - f1).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.cfg.tau)
+        metrics.update({"train/actor_loss": actor_loss.detach(), "train/alpha": alpha})
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(),
+            "reference": self.reference.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "model": self.dyn.model.state_dict(),
+            "opts": [o.state_dict() for o in (self.actor_opt, self.critic_opt, self.alpha_opt, self.model_opt)],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.reference.load_state_dict(state["reference"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.dyn.model.load_state_dict(state["model"])
+        for opt, s in zip((self.actor_opt, self.critic_opt, self.alpha_opt, self.model_opt), state["opts"]):
+            opt.load_state_dict(s)
+
+
+def make_agent(data, cfg: Config, dev, dyn: EnsembleDynamics) -> ARMORAgent:
+    """The reference (loaded, or BC trained on the data), V_max = max|r| / (1 - gamma), the agent."""
+    if cfg.reference is not None:
+        reference, info = load_policy(cfg.reference, dev)
+        if (reference.obs_dim, reference.act_dim) != (data.obs_dim, data.act_dim):
+            raise ValueError(
+                f"reference {cfg.reference} has dims (obs {reference.obs_dim}, act {reference.act_dim}); "
+                f"the dataset has (obs {data.obs_dim}, act {data.act_dim})"
+            )
+    else:
+        gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+        reference = fit_bc(data.as_batch(), cfg.reference_updates, hidden_dims=cfg.hidden_dims, generator=gen)
+    v_max = float(data.rew.abs().max()) / (1.0 - cfg.gamma)
+    term = termination_params(data.env_name).to(dev)
+    return ARMORAgent(reference, dyn, cfg, max(v_max, 1e-6), term.obs_low, term.obs_high)
+
+
+def train(cfg: Config, resume: str | None = None) -> dict:
+    """Run ARMOR; returns the summary (also ``<out>/summary.json``). Raises ValueError on bad input.
+
+    The dynamics cache holds the MLE pre-trained model; the adversarially updated model is part of
+    the run's checkpoint, never written back to the cache.
+    """
+    return train_model_based("armor", cfg, make_agent, lambda agent, r, m, g, c: agent.update(r, m, g), resume)
+
+
+PRESETS: dict[str, Config] = {key: Config(dataset=key) for key in DATASETS}
+PRESETS["fast"] = replace(
+    Config(),
+    num_updates=3_000,
+    rollout_batch_size=5_000,
+    eval_interval=3_000,
+    eval_episodes=5,
+    checkpoint_interval=1_500,
+    reference_updates=3_000,
+    dynamics=replace(DynamicsConfig(num_members=1, num_elites=1), max_epochs=3, max_steps_per_epoch=400),
+)
+"""``--fast``: the whole job in minutes (BC reference, model, 3,000 ARMOR updates)."""
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, PRESETS, "python -m algos.armor", __doc__)
+    summary = train(cfg, resume)
+    print_summary(summary, summary["run_dir"])
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""ARMOR and BC: losses against hand computations, gradient paths of the adversarial model, smoke
+runs, reference loading and bad config."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from algos import armor, bc
+from engine import data as datasets
+from engine.behavior import save_policy
+from engine.buffer import Batch
+from engine.dynamics import DynamicsConfig, EnsembleDynamics
+from engine.nets import TanhGaussianActor
+from tests.conftest import TINY_RUN, tiny_rollout
+
+
+def test_relative_pessimism_and_bellman_error_hand_computation():
+    f_pi = torch.tensor([[1.0, 3.0], [0.0, -2.0]])
+    f_ref = torch.tensor([[2.0, 1.0], [1.0, 1.0]])
+    assert armor.relative_pessimism(f_pi, f_ref).tolist() == [0.5, -2.0]
+    q = torch.tensor([[1.0, 2.0]])
+    rew = torch.tensor([0.5, -1.0])
+    term = torch.tensor([0.0, 1.0])
+    q_next_t = torch.tensor([[2.0, 7.0]])
+    q_next = torch.tensor([[1.0, 9.0]])
+    got = armor.bellman_error(q, rew, term, q_next_t, q_next, gamma=0.9, residual_weight=0.25)
+    td = ((1.0 - (0.5 + 0.9 * 2.0)) ** 2 + (2.0 - (-1.0)) ** 2) / 2  # terminal row: no bootstrap
+    res = ((1.0 - (0.5 + 0.9 * 1.0)) ** 2 + (2.0 - (-1.0)) ** 2) / 2
+    assert got.item() == pytest.approx(0.75 * td + 0.25 * res, rel=1e-6)
+
+
+def test_model_fit_error_hand_computation():
+    mean = torch.tensor([[0.0, 1.0, 2.0]])  # D=2 delta dims, then reward
+    logvar = torch.tensor([[0.0, 2.0, 5.0]])  # the reward's log-variance is not used
+    target = torch.tensor([[1.0, 1.0, 0.0]])
+    got = armor.model_fit_error(mean, logvar, target, v_max=4.0)
+    nll = 0.5 * ((1.0 * 1.0 + 0.0) + (0.0 + 2.0)) / 2
+    assert got.item() == pytest.approx(nll + (2.0 - 0.0) ** 2 / 16.0, rel=1e-6)
+
+
+def _agent(model_fit_coef=1.0, bellman_coef=3.0):
+    torch.manual_seed(0)
+    cfg = armor.Config(
+        hidden_dims=(16,),
+        model_fit_coef=model_fit_coef,
+        bellman_coef=bellman_coef,
+        dynamics=DynamicsConfig(num_members=1, num_elites=1, hidden_dim=16, num_layers=1, weight_decays=(1e-5, 1e-5)),
+    )
+    dyn = EnsembleDynamics(4, 2, cfg.dynamics)
+    ref = TanhGaussianActor(4, 2, (16,))
+    return armor.ARMORAgent(
+        ref, dyn, cfg, v_max=10.0, obs_low=torch.full((4,), -torch.inf), obs_high=torch.full((4,), torch.inf)
+    )
+
+
+def _batch(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        torch.randn(n, 4, generator=g),
+        torch.rand(n, 2, generator=g) * 2 - 1,
+        torch.randn(n, generator=g),
+        torch.randn(n, 4, generator=g),
+        torch.zeros(n),
+    )
+
+
+@pytest.mark.parametrize("term", ["bellman", "fit"])
+def test_model_gradient_comes_from_both_terms(term):
+    agent = _agent(model_fit_coef=0.0 if term == "bellman" else 1.0, bellman_coef=1.0)
+    g = torch.Generator().manual_seed(3)
+    real, model = _batch(6, 1), _batch(6, 2)
+    critic_loss, model_loss, _ = agent.losses(real, model, g)
+    if term == "fit":
+        # Isolate the fit term: the model loss minus its Bellman part, recomputed with the same draws.
+        agent2 = _agent(model_fit_coef=0.0, bellman_coef=1.0)
+        agent2.dyn.model.load_state_dict(agent.dyn.model.state_dict())
+        agent2.critic.load_state_dict(agent.critic.state_dict())
+        agent2.critic_target.load_state_dict(agent.critic_target.state_dict())
+        agent2.actor.load_state_dict(agent.actor.state_dict())
+        _, bell_only, _ = agent2.losses(real, model, torch.Generator().manual_seed(3))
+        model_loss = model_loss - bell_only.detach()
+    model_loss.backward()
+    grads = [p.grad for p in agent.dyn.model.layers.parameters()]
+    assert all(gr is not None for gr in grads) and sum(gr.abs().sum() for gr in grads) > 0
+    # The critics get no gradient from the model's loss (their weights are frozen there).
+    assert all(p.grad is None for p in agent.critic.parameters())
+    critic_loss.backward()
+    assert all(p.grad is not None for p in agent.critic.parameters())
+
+
+def test_update_moves_critic_model_and_actor():
+    agent = _agent()
+    before = {
+        k: [p.clone() for p in m.parameters()]
+        for k, m in (("critic", agent.critic), ("model", agent.dyn.model), ("actor", agent.actor))
+    }
+    metrics = agent.update(_batch(8, 4), _batch(8, 5), torch.Generator().manual_seed(6))
+    for k, m in (("critic", agent.critic), ("model", agent.dyn.model), ("actor", agent.actor)):
+        assert any(not torch.equal(a, b) for a, b in zip(before[k], m.parameters())), k
+    for key in ("train/relative_pessimism", "train/bellman_error", "train/model_fit_error", "train/actor_loss"):
+        assert torch.isfinite(metrics[key]), key
+    # The reference policy never changes.
+    assert all(not p.requires_grad for p in agent.reference.parameters())
+
+
+def test_bc_and_armor_smoke_runs_with_a_saved_reference(tiny_dataset, tmp_path):
+    bc_cfg = bc.Config(
+        dataset=tiny_dataset,
+        num_updates=50,
+        eval_episodes=1,
+        log_interval=10,
+        progress=False,
+        hidden_dims=(32,),
+        out=str(tmp_path / "bc"),
+    )
+    bc_summary = bc.train(bc_cfg)
+    assert bc_summary["algo"] == "bc" and (tmp_path / "bc" / "policy.pt").is_file()
+    cfg = armor.Config(
+        dataset=tiny_dataset,
+        out=str(tmp_path / "armor"),
+        rollout=tiny_rollout(),
+        hidden_dims=(32,),
+        reference=str(tmp_path / "bc" / "policy.pt"),
+        **{**TINY_RUN, "dynamics": replace(TINY_RUN["dynamics"], num_members=1, num_elites=1)},
+    )
+    armor.train(cfg)
+    summary = json.loads((tmp_path / "armor" / "summary.json").read_text())
+    assert summary["algo"] == "armor" and summary["num_updates"] == 40
+    assert "train/relative_pessimism" in (tmp_path / "armor" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_bad_config_and_reference(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="num_members must be 1"):
+        armor.Config(dynamics=DynamicsConfig())
+    with pytest.raises(ValueError, match="residual_weight=1.5"):
+        armor.Config(residual_weight=1.5)
+    with pytest.raises(ValueError, match="lr=0"):
+        bc.Config(lr=0.0)
+    with pytest.raises(ValueError, match="no checkpoints"):
+        bc.train(bc.Config(dataset=tiny_dataset), resume="somewhere")
+    wrong = TanhGaussianActor(11, 3, (8,))
+    save_policy(wrong, tmp_path / "hopper_policy.pt", "hopper")
+    cfg = armor.Config(
+        dataset=tiny_dataset,
+        out=str(tmp_path / "a"),
+        rollout=tiny_rollout(),
+        hidden_dims=(32,),
+        reference=str(tmp_path / "hopper_policy.pt"),
+        **{**TINY_RUN, "dynamics": replace(TINY_RUN["dynamics"], num_members=1, num_elites=1)},
+    )
+    with pytest.raises(ValueError, match="reference .* has dims"):
+        armor.train(cfg)
+    assert set(datasets.DATASETS) <= set(armor.PRESETS) and set(datasets.DATASETS) <= set(bc.PRESETS)
