@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from engine.buffer import Batch
-from engine.nets import EnsembleLinear
+from engine.nets import EnsembleLinear, adam_step, clear_grads, make_adam
 from kernels import EnsembleParams, ensemble_forward
 
 
@@ -136,18 +136,45 @@ class EnsembleDynamics:
     def params(self) -> EnsembleParams:
         return self.model.params()
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, decay: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Training loss (MBPO ``bnn.py``): per member, mean over batch and dims of the Gaussian
         NLL without constants ``(mu - y)^2 / var + logvar``, summed over members; plus the
-        logvar-bound term and L2 decay. ``x: [E, B, D+A]``, ``y: [E, B, D+1]``. Returns
-        ``(loss, mse per member [E])``."""
+        logvar-bound term and (with ``decay``) the L2 decay ``sum_l wd_l / 2 ||W_l||^2``.
+        ``x: [E, B, D+A]``, ``y: [E, B, D+1]``. Returns ``(loss, mse per member [E])``."""
         mean, logvar = self.model(x)
         err = (mean - y).pow(2)
         nll = (err * torch.exp(-logvar) + logvar).mean((1, 2)).sum()
         m = self.model
-        bound = self.cfg.logvar_bound_coef * (m.max_logvar.sum() - m.min_logvar.sum())
-        decay = sum(wd * 0.5 * layer.weight.pow(2).sum() for wd, layer in zip(self.cfg.weight_decays, m.layers))
-        return nll + bound + decay, err.detach().mean((1, 2))
+        loss = nll + self.cfg.logvar_bound_coef * (m.max_logvar.sum() - m.min_logvar.sum())
+        if decay:
+            wds = self.cfg.weight_decays
+            loss = loss + sum(wd * 0.5 * layer.weight.pow(2).sum() for wd, layer in zip(wds, m.layers))
+        return loss, err.detach().mean((1, 2))
+
+    def make_optimizer(self) -> torch.optim.Adam:
+        """Adam for ``fit``, with the L2 decay inside the optimiser: the gradient of
+        ``wd / 2 ||W||^2`` is ``wd W``, exactly what Adam's ``weight_decay`` adds to the gradient, so
+        ``loss(decay=False)`` with this optimiser takes the same steps as ``loss(decay=True)`` with a
+        plain Adam, without a forward and backward pass over every weight (measured 10% faster per
+        minibatch step, 1 thread, AMD EPYC). Biases and logvar bounds are not decayed (as MBPO)."""
+        m = self.model
+        groups = [{"params": [layer.weight], "weight_decay": wd} for wd, layer in zip(self.cfg.weight_decays, m.layers)]
+        groups.append({"params": [layer.bias for layer in m.layers] + [m.max_logvar, m.min_logvar]})
+        return make_adam(groups, self.cfg.lr)
+
+    def train_step(self, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One minibatch step of every member at once: ``x: [E, B, D+A]`` (normalised), ``y: [E, B, D+1]``,
+        member e's rows in ``x[e]``; ``opt`` from ``make_optimizer`` (it applies the L2 decay).
+
+        CPU time per step at E=7, B=256, 4x200, D=17, A=6 (1 thread, AMD EPYC, interleaved): 1.2x the
+        previous step (fused Adam 5-8%, decay in the optimiser 10%, lean ``adam_step``), 1.7-1.8x a
+        per-member loop of 7 ``nn.Module``s (``bench/plain_dynamics.py``). Batched matmuls are ~55% of
+        the step and SiLU forward/backward ~25%. Measured without gain: gathering with ``index_select``
+        on the flat index, ``torch.compile`` of the loss (forward and backward; 42 s to compile)."""
+        loss, _ = self.loss(x, y, decay=False)
+        clear_grads(opt)
+        loss.backward()
+        adam_step(opt)
 
     @torch.no_grad()
     def holdout_mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -189,7 +216,7 @@ class EnsembleDynamics:
         x_hold, y_hold = x_norm[hold], y_all[hold]
         x_train, y_train = x_norm[train], y_all[train]
         num_train = x_train.shape[0]
-        opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
+        opt = self.make_optimizer()
         steps = num_train // cfg.batch_size
         if cfg.max_steps_per_epoch is not None:
             steps = min(steps, cfg.max_steps_per_epoch)
@@ -203,10 +230,7 @@ class EnsembleDynamics:
             order = torch.argsort(torch.rand(e, num_train, generator=g, device=dev), dim=1)
             for s in range(steps):
                 idx = order[:, s * cfg.batch_size : (s + 1) * cfg.batch_size]  # [E, B]
-                loss, _ = self.loss(x_train[idx], y_train[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                self.train_step(opt, x_train[idx], y_train[idx])
             epoch += 1
             mse = self.holdout_mse(x_hold, y_hold)
             improved = (best - mse) / best > cfg.improvement

@@ -36,7 +36,10 @@ class EvalResult:
     lengths: np.ndarray
     """``[num_episodes]`` int64: episode lengths in environment steps."""
     wall_s: float
-    """Seconds for the whole evaluation (environment construction, resets, steps, policy calls)."""
+    """Seconds for the whole evaluation (environment construction, resets, steps, policy calls); for the
+    MJX backend without compilation, which ``compile_s`` holds."""
+    compile_s: float = 0.0
+    """Seconds spent compiling (MJX backend, first call per env and batch size in a process; 0 otherwise)."""
 
     @property
     def return_mean(self) -> float:
@@ -64,7 +67,7 @@ class EvalResult:
         return float(self.lengths.sum() / self.wall_s)
 
     def metrics(self) -> dict[str, float]:
-        """Flat dict with namespaced keys (``eval/...``, ``perf/eval_steps_per_s``)."""
+        """Flat dict with namespaced keys (``eval/...``, ``perf/eval_steps_per_s``, ``perf/eval_compile_s``)."""
         return {
             "eval/return_mean": self.return_mean,
             "eval/return_std": self.return_std,
@@ -72,6 +75,7 @@ class EvalResult:
             "eval/normalized_score_std": self.normalized_score_std,
             "eval/episode_length": float(self.lengths.mean()),
             "perf/eval_steps_per_s": self.steps_per_s,
+            "perf/eval_compile_s": self.compile_s,
         }
 
 
@@ -83,6 +87,7 @@ def evaluate(
     num_envs: int | None = None,
     max_episode_steps: int | None = None,
     device: torch.device | str = "cpu",
+    backend: str = "cpu",
 ) -> EvalResult:
     """Run ``num_episodes`` episodes of ``policy`` on the true environment and score them.
 
@@ -101,14 +106,27 @@ def evaluate(
             with the batch size).
         max_episode_steps: time limit passed to ``gymnasium.make`` (default: the registered 1000).
         device: device the observations are moved to before calling ``policy``.
+        backend: ``"cpu"`` (Gymnasium MuJoCo, above) or ``"mjx"`` (``engine.mjx_eval.evaluate_mjx``: every
+            episode in one batch on JAX's default device; ``policy`` must then be the TanhGaussianActor
+            itself, evaluated as ``act(obs, deterministic=True)``; ``num_envs`` and ``device`` are unused).
 
     Returns:
         EvalResult; an episode ends when the env reports ``terminated`` or ``truncated``.
 
     Raises:
         ValueError: ``num_episodes < 1``, ``num_envs < 1``, an unsupported env (from
-            ``get_env_spec``), or a policy output that is not a ``[B, A]`` tensor.
+            ``get_env_spec``), a policy output that is not a ``[B, A]`` tensor, an unknown ``backend``,
+            or ``backend="mjx"`` with a ``policy`` that is not a TanhGaussianActor.
     """
+    if backend == "mjx":
+        from engine.mjx_eval import evaluate_mjx
+        from engine.nets import TanhGaussianActor
+
+        if not isinstance(policy, TanhGaussianActor):
+            raise ValueError(f"backend='mjx' needs the TanhGaussianActor itself as policy; got {type(policy).__name__}")
+        return evaluate_mjx(policy, env_name, num_episodes, seed, max_episode_steps)
+    if backend != "cpu":
+        raise ValueError(f"backend must be 'cpu' or 'mjx'; got {backend!r}")
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1; got {num_episodes}")
     if num_envs is not None and num_envs < 1:

@@ -29,6 +29,74 @@ def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...], act: type[nn.Module]
     return nn.Sequential(*layers)
 
 
+def make_adam(params, lr: float) -> torch.optim.Adam:
+    """Adam over ``params`` (tensors or param-group dicts) with the fused implementation (one kernel
+    for all parameters of a step, L2 ``weight_decay`` included) where this torch build supports it on
+    the parameters' device, the default implementation otherwise; the same update rule either way.
+    Fused made a whole SAC update 10% and a dynamics training step 5-8% faster on the CPU
+    (1 thread, AMD EPYC)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except RuntimeError:  # fused Adam is not available for this device or torch version
+        return torch.optim.Adam(params, lr=lr)
+
+
+def adam_step(opt: torch.optim.Adam) -> None:
+    """``opt.step()`` for a fused Adam without ``torch.optim``'s per-step Python bookkeeping (step
+    hooks, lazy-state checks, grouping tensors by device and dtype): per param group, one
+    ``torch._fused_adam_`` call on the optimiser's own state tensors, the kernel ``opt.step()`` calls,
+    so the update and the state_dict are exactly those of ``opt.step()``. Anything else (not fused,
+    AMSGrad, maximize, a tensor lr, a grad scaler, the first step before the state exists) goes to
+    ``opt.step()``.
+    Measured 0.16 vs 0.31 ms per step of SAC's 144k-parameter critic (1 thread, AMD EPYC); with
+    ``clear_grads``, 6% of a whole SAC update."""
+    fused_adam = getattr(torch, "_fused_adam_", None)
+    scaled = getattr(opt, "grad_scale", None) is not None or getattr(opt, "found_inf", None) is not None
+    if fused_adam is None or scaled:
+        opt.step()
+        return
+    todo = []
+    for group in opt.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        states = [opt.state.get(p) for p in params]
+        simple = group.get("fused") and not (group["amsgrad"] or group["maximize"] or group["differentiable"])
+        simple = simple and not group.get("decoupled_weight_decay") and not isinstance(group["lr"], torch.Tensor)
+        if not simple or not all(states):
+            opt.step()
+            return
+        if params:
+            todo.append((group, params, states))
+    for group, params, states in todo:
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        beta1, beta2 = group["betas"]
+        fused_adam(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+            grad_scale=None,
+            found_inf=None,
+        )
+
+
+def clear_grads(opt: torch.optim.Optimizer) -> None:
+    """``opt.zero_grad(set_to_none=True)`` without its per-call bookkeeping (about 50 us less per call)."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            p.grad = None
+
+
 class EnsembleLinear(nn.Module):
     """E independent linear layers held as one stacked weight.
 
@@ -43,6 +111,12 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(num_members, 1, out_dim).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.shape[-1] == 1:
+            # One output column (a critic's Q head): a dot product per row. As a [E, B, in] @ [E, in, 1]
+            # baddbmm it runs MKL's batched GEMM at a few GFLOP/s; multiply-and-sum is the same sum
+            # and measured 2.5x faster forward+backward at E=2, B=256, in=256 (0.31 vs 0.78 ms, 1 thread,
+            # AMD EPYC; 5% of a whole SAC update) and 2.8x at B=7,680 (COMBO's conservative batch).
+            return (x * self.weight.transpose(1, 2)).sum(-1, keepdim=True) + self.bias
         return torch.baddbmm(self.bias, x, self.weight)
 
 

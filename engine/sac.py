@@ -4,6 +4,20 @@ inside MOPO and the online trainer of the behaviour policies.
 
 The twin critics are one batched ensemble (``[2, B]`` Q-values, one optimiser); an update
 returns its metrics as 0-d tensors so that nothing synchronises with the host inside the step.
+
+Speed on the CPU (batch 256, 2x256 networks, D=17, A=6; CPU time of one thread, AMD EPYC with
+other jobs on the machine, 200 interleaved updates per variant, p10): fused Adam +10%, the
+multiply-and-sum Q head (``EnsembleLinear``) +5%, ``adam_step``/``clear_grads`` instead of
+``opt.step()``/``opt.zero_grad()`` +6%; together 1.2x the previous update and 1.4x a plain
+two-critic update (``bench/plain_sac.py``). An update is ~590 MFLOP, ~7 ms of matmul at this core's
+~85 GFLOP/s on 256-wide GEMMs, of ~16 ms; the rest is eager dispatch, autograd and optimiser calls
+(~2.7 ms: the same update at tiny sizes), elementwise passes over the [2, B, 256] activations and
+GEMMs with a small inner dimension running below peak. Measured and dropped: one backward pass for
+the actor and temperature losses (no gain), one actor forward on ``[next_obs; obs]`` (3-7% slower:
+the backward then runs on 2B rows), ``torch.inference_mode`` for the target (no gain), one optimiser
+for actor and temperature (0-2%, changes the checkpoint layout), ``torch.compile`` of the critic and
+actor losses without graph breaks (noise passed in, no ``requires_grad_`` toggles): 0.9x eager after
+65 s of compilation.
 """
 
 from __future__ import annotations
@@ -14,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.buffer import Batch
-from engine.nets import EnsembleCritic, TanhGaussianActor
+from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, clear_grads, make_adam
 
 
 @dataclass(frozen=True)
@@ -59,9 +73,9 @@ class SAC:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(float(torch.tensor(cfg.init_alpha).log()), device=device, requires_grad=True)
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.actor_opt = make_adam(self.actor.parameters(), cfg.actor_lr)
+        self.critic_opt = make_adam(self.critic.parameters(), cfg.critic_lr)
+        self.alpha_opt = make_adam([self.log_alpha], cfg.alpha_lr)
 
     def critic_target_value(self, batch: Batch, generator=None) -> torch.Tensor:
         """Soft Bellman target ``r + gamma (1 - d) (min_i Q'_i(s', a') - alpha log pi(a'|s'))``, [B]."""
@@ -85,9 +99,9 @@ class SAC:
             extra, extra_metrics = extra_loss(batch, q)
             loss = loss + extra
             metrics.update(extra_metrics)
-        self.critic_opt.zero_grad(set_to_none=True)
+        clear_grads(self.critic_opt)
         loss.backward()
-        self.critic_opt.step()
+        adam_step(self.critic_opt)
         return metrics
 
     def update_actor_and_alpha(self, obs: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
@@ -100,13 +114,13 @@ class SAC:
         self.critic.requires_grad_(True)
         alpha = self.log_alpha.exp().detach()
         actor_loss = (alpha * logp - q).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
+        clear_grads(self.actor_opt)
         actor_loss.backward()
-        self.actor_opt.step()
+        adam_step(self.actor_opt)
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        self.alpha_opt.zero_grad(set_to_none=True)
+        clear_grads(self.alpha_opt)
         alpha_loss.backward()
-        self.alpha_opt.step()
+        adam_step(self.alpha_opt)
         return {"train/actor_loss": actor_loss.detach(), "train/alpha": alpha, "train/entropy": -logp.detach().mean()}
 
     @torch.no_grad()

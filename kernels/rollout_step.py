@@ -228,6 +228,9 @@ def rollout_step_reference(
 
 
 BACKENDS = {"reference": rollout_step_reference}
+"""Backend name -> implementation with ``rollout_step_reference``'s signature. The fast ones are
+registered at the end of this module: "cpu" (``kernels/rollout_step_cpu.py``), "triton" and
+"triton-tf32" (``kernels/rollout_step_triton.py``)."""
 
 
 def rollout_step(
@@ -253,15 +256,27 @@ def rollout_step(
         penalty_coef: lambda of MOPO (Eq. 8), reward units per unit of uncertainty; 0 = no penalty.
         obs_low, obs_high: ``[D]`` healthy box on next_obs (``engine.termination``); None = unbounded.
         uncertainty: "aleatoric" (max_e ||std_e||, MOPO) or "disagreement" (max_e ||mean_e - mean||).
-        backend: None picks the fastest for the device; or force one of ``BACKENDS``.
+        backend: None picks the fastest for the device: "triton" for CUDA tensors (when Triton is
+            installed and covers the ensemble's shape), "cpu" otherwise. Or force one of ``BACKENDS``:
+            "reference" (plain torch, differentiable), "cpu", "triton" (IEEE float32 matmuls),
+            "triton-tf32" (TF32 tensor cores); "triton*" on CPU tensors needs ``TRITON_INTERPRET=1``.
     Returns:
         ``StepOutput(next_obs [N, D], reward [N], uncertainty [N], terminal [N] bool)``.
     Raises:
-        ValueError: mismatched shapes, bad member dtype, unknown uncertainty or backend.
+        ValueError: mismatched shapes, bad member dtype, unknown uncertainty or backend, or a forced
+            backend that cannot run here (the message says why).
     """
     check_inputs(params, obs, act, noise, member, obs_low, obs_high)
     if backend is None:
-        backend = "reference"
+        backend = "triton" if obs.is_cuda and triton_unsupported_reason(params, obs.device) is None else "cpu"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available here: {sorted(BACKENDS)}")
     return BACKENDS[backend](params, obs, act, noise, member, penalty_coef, obs_low, obs_high, uncertainty)
+
+
+# The backends import the parameter type and helpers defined above, so they are registered last.
+from kernels.rollout_step_cpu import rollout_step_cpu  # noqa: E402
+from kernels.rollout_step_triton import rollout_step_triton, rollout_step_triton_tf32  # noqa: E402
+from kernels.rollout_step_triton import unsupported_reason as triton_unsupported_reason  # noqa: E402
+
+BACKENDS.update({"cpu": rollout_step_cpu, "triton": rollout_step_triton, "triton-tf32": rollout_step_triton_tf32})

@@ -1,0 +1,75 @@
+"""SAC update throughput: simloop's ``engine.sac.SAC.update`` (twin critics as one batched ensemble,
+fused Adam with a lean step, multiply-and-sum Q head) against a plain PyTorch SAC update written
+the common way (``bench/plain_sac.py``: two critic modules with two optimisers, OfflineRL-Kit style),
+at MOPO's sizes: batch 256, 2x256 networks, HalfCheetah dims (D=17, A=6). Both are timed in one run,
+in interleaved blocks of updates.
+
+    SIMLOOP_BENCH_THREADS=1 pytest bench/test_update_bench.py --benchmark-enable --benchmark-only
+Reports updates/s of each provider (median block, wall clock and CPU time) and their ratio in extra_info.
+``SIMLOOP_BENCH_UPDATES`` updates per provider (default 1,000); with ``--benchmark-disable`` (CI) only
+two blocks each, a smoke run rather than a measurement.
+"""
+
+import math
+
+import torch
+
+from bench.conftest import machine, time_interleaved
+from bench.plain_sac import PlainSAC
+from engine.buffer import Batch
+from engine.sac import SAC
+
+D, A, B = 17, 6, 256
+BLOCK = 25
+"""Updates per timed block (about half a second on one core)."""
+
+
+def random_batches(num: int, seed: int) -> list[Batch]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        Batch(
+            torch.randn(B, D, generator=g),
+            torch.rand(B, A, generator=g) * 2 - 1,
+            torch.randn(B, generator=g),
+            torch.randn(B, D, generator=g),
+            (torch.rand(B, generator=g) < 0.05).float(),
+        )
+        for _ in range(num)
+    ]
+
+
+def report_ratio(benchmark, res: dict, unit: str, threads: int, **info) -> None:
+    """extra_info: per provider ``<provider>_<unit>`` (wall clock) and ``<provider>_<unit>_cpu``, the
+    ratios simloop / plain, the machine and the threads."""
+    benchmark.extra_info.update(machine=machine(), threads=threads, **info)
+    for name, t in res.items():
+        benchmark.extra_info[f"{name}_{unit}"] = 1.0 / t["wall_s"]
+        benchmark.extra_info[f"{name}_{unit}_cpu"] = 1.0 / t["cpu_s"]
+    benchmark.extra_info["ratio"] = res["plain"]["wall_s"] / res["simloop"]["wall_s"]
+    benchmark.extra_info["ratio_cpu"] = res["plain"]["cpu_s"] / res["simloop"]["cpu_s"]
+
+
+def test_update_throughput(benchmark, bench_updates, bench_threads):
+    batches = random_batches(8, seed=0)
+    torch.manual_seed(0)
+    sim, plain = SAC(D, A), PlainSAC(D, A)
+    g = torch.Generator().manual_seed(1)
+    step = {"simloop": 0, "plain": 0}
+    metrics = {}
+
+    def simloop_update():
+        metrics.update(sim.update(batches[step["simloop"] % 8], g))
+        step["simloop"] += 1
+
+    def plain_update():
+        plain.update(batches[step["plain"] % 8])
+        step["plain"] += 1
+
+    fns = {"simloop": simloop_update, "plain": plain_update}
+    for fn in fns.values():  # warm-up: allocator, first-call dispatch
+        for _ in range(5):
+            fn()
+    num = bench_updates if not benchmark.disabled else min(bench_updates, 2 * BLOCK)
+    res = benchmark.pedantic(time_interleaved, args=(fns, num, BLOCK), rounds=1, iterations=1)
+    report_ratio(benchmark, res, "updates_per_s", bench_threads, batch_size=B, updates=num)
+    assert all(math.isfinite(float(v)) for v in metrics.values())
