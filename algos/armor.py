@@ -33,7 +33,6 @@ each marked where it happens: the model's learning rate (the fast one), lambda =
 from __future__ import annotations
 
 import copy
-import sys
 from dataclasses import dataclass, replace
 
 import torch
@@ -41,7 +40,7 @@ import torch
 from algos.bc import fit_bc
 from engine.behavior import load_policy
 from engine.buffer import Batch, cat_batches
-from engine.cli import parse_cli, print_summary
+from engine.cli import run_cli
 from engine.data import DATASETS
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, targets_of
 from engine.nets import EnsembleCritic, TanhGaussianActor
@@ -313,10 +312,7 @@ PRESETS["fast"] = replace(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, PRESETS, "python -m algos.armor", __doc__)
-    summary = train(cfg, resume)
-    print_summary(summary, summary["run_dir"])
-    return summary
+    return run_cli(train, PRESETS, "python -m algos.armor", __doc__, argv)
 
 
 if __name__ == "__main__":

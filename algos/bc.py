@@ -25,7 +25,7 @@ from tqdm import tqdm
 from engine import data as datasets
 from engine.behavior import save_policy
 from engine.buffer import Batch
-from engine.cli import parse_cli, print_summary
+from engine.cli import run_cli
 from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir
 from engine.nets import TanhGaussianActor
@@ -164,10 +164,7 @@ PRESETS["fast"] = replace(Config(), num_updates=5_000, eval_episodes=5)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, PRESETS, "python -m algos.bc", __doc__)
-    summary = train(cfg, resume)
-    print_summary(summary, summary["run_dir"])
-    return summary
+    return run_cli(train, PRESETS, "python -m algos.bc", __doc__, argv)
 
 
 if __name__ == "__main__":

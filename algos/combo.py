@@ -24,14 +24,13 @@ the form with published D4RL numbers. Other choices, each as in OfflineRL-Kit's 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 
 from engine.buffer import Batch, cat_batches
-from engine.cli import parse_cli, print_summary
+from engine.cli import run_cli
 from engine.dynamics import DynamicsConfig
 from engine.rollout import RolloutConfig
 from engine.sac import SAC, SACConfig
@@ -174,10 +173,7 @@ PRESETS["fast"] = replace(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, PRESETS, "python -m algos.combo", __doc__)
-    summary = train(cfg, resume)
-    print_summary(summary, summary["run_dir"])
-    return summary
+    return run_cli(train, PRESETS, "python -m algos.combo", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ D4RL-v2 settings (yihaosun1124/OfflineRL-Kit, run_example/run_mopo.py).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, replace
 
 import torch
 
 from engine.buffer import Batch, cat_batches
-from engine.cli import parse_cli, print_summary
+from engine.cli import run_cli
 from engine.dynamics import DynamicsConfig
 from engine.rollout import RolloutConfig
 from engine.sac import SAC, SACConfig
@@ -86,10 +85,7 @@ def train(cfg: Config, resume: str | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, PRESETS, "python -m algos.mopo", __doc__)
-    summary = train(cfg, resume)
-    print_summary(summary, summary["run_dir"])
-    return summary
+    return run_cli(train, PRESETS, "python -m algos.mopo", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,13 @@ def parse_cli(args: list[str], presets: dict, prog: str, description: str | None
     default = presets[key] if key is not None else default_cls()
     cfg = tyro.cli(default_cls, args=args, default=default, prog=prog, description=description)
     return cfg, resume
+
+
+def run_cli(train, presets: dict, prog: str, description: str | None, argv: list[str] | None = None) -> dict:
+    """The ``__main__`` of an algorithm module: parse (``parse_cli``), ``train(cfg, resume)``, print the table."""
+    import sys
+
+    cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, presets, prog, description)
+    summary = train(cfg, resume)
+    print_summary(summary, summary["run_dir"])
+    return summary

@@ -10,6 +10,7 @@ import torch
 from algos import combo
 from engine import data as datasets
 from engine.buffer import Batch
+from engine.cli import parse_cli
 from engine.sac import SAC, SACConfig
 from tests.conftest import TINY_RUN, tiny_rollout
 
@@ -108,4 +109,4 @@ def test_presets_and_bad_config():
     with pytest.raises(ValueError, match="real_ratio"):
         combo.Config(real_ratio=1.0)
     with pytest.raises(ValueError, match="unknown preset"):
-        combo.parse_cli(["--preset", "halfcheetah"], combo.PRESETS, "combo")
+        parse_cli(["--preset", "halfcheetah"], combo.PRESETS, "combo")

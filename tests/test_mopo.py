@@ -9,6 +9,7 @@ import torch
 
 from algos import mopo
 from engine import data as datasets
+from engine.cli import parse_cli
 from engine.rollout import RolloutConfig
 from tests.conftest import TINY_RUN
 
@@ -69,15 +70,15 @@ def test_presets_cover_the_dataset_registry():
 
 
 def test_cli_presets_and_overrides():
-    cfg, resume = mopo.parse_cli(["--fast", "--num-updates", "123"], mopo.PRESETS, "mopo")
+    cfg, resume = parse_cli(["--fast", "--num-updates", "123"], mopo.PRESETS, "mopo")
     assert cfg.num_updates == 123 and cfg.rollout_batch_size == mopo.PRESETS["fast"].rollout_batch_size
     assert resume is None
-    cfg, _ = mopo.parse_cli(["--dataset", "simloop/hopper/medium-v0"], mopo.PRESETS, "mopo")
+    cfg, _ = parse_cli(["--dataset", "simloop/hopper/medium-v0"], mopo.PRESETS, "mopo")
     assert cfg.rollout.penalty_coef == 5.0 and cfg.dataset == "simloop/hopper/medium-v0"
-    cfg, resume = mopo.parse_cli(["--resume", "runs/x"], mopo.PRESETS, "mopo")
+    cfg, resume = parse_cli(["--resume", "runs/x"], mopo.PRESETS, "mopo")
     assert resume == "runs/x"
     with pytest.raises(ValueError, match="unknown preset 'nope'; valid presets: fast, simloop/"):
-        mopo.parse_cli(["--preset", "nope"], mopo.PRESETS, "mopo")
+        parse_cli(["--preset", "nope"], mopo.PRESETS, "mopo")
 
 
 def test_bad_input_fails_clearly(tmp_path, monkeypatch):
