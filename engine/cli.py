@@ -67,7 +67,12 @@ def run_cli(train, presets: dict, prog: str, description: str | None, argv: list
     """The ``__main__`` of an algorithm module: parse (``parse_cli``), ``train(cfg, resume)``, print the table."""
     import sys
 
-    cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, presets, prog, description)
-    summary = train(cfg, resume)
+    try:
+        cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, presets, prog, description)
+        summary = train(cfg, resume)
+    except (ValueError, FileNotFoundError) as e:
+        if argv is not None:  # called as a library: let the caller handle it
+            raise
+        sys.exit(f"{prog}: error: {e}")  # bad input from the command line: the message, status 1
     print_summary(summary, summary["run_dir"])
     return summary
