@@ -926,9 +926,10 @@ def benchmark_rates(bench: dict) -> list[tuple[str, str, float]]:
 
 
 def throughput_plot(out_dir: Path, benchmark_json: str | None = None) -> Path | None:
-    """Bar charts of one pytest-benchmark JSON run, one panel per unit (transitions/s, updates/s, ...):
-    every benchmark's reported throughputs (``benchmark_rates``), each annotated with its ratio to the
-    slowest bar of its panel (all measured in that one run). Prints a note and returns None when there is
+    """Bar charts of one pytest-benchmark JSON run, one panel per benchmark group and unit
+    (transitions/s, updates/s, ...): every benchmark's reported throughputs (``benchmark_rates``), each
+    annotated with its ratio to the slowest bar of its panel (providers measured side by side). Prints a
+    note and returns None when there is
     no JSON: bench/RESULTS.md is prose for people, the JSON is the machine-readable record.
 
     Raises:
@@ -957,9 +958,15 @@ def throughput_plot(out_dir: Path, benchmark_json: str | None = None) -> Path | 
     panels: dict[str, list[tuple[str, float]]] = {}
     machines: dict[str, set[str]] = {}  # per panel: bench.conftest.machine() strings (they name the threads)
     for bench in benches:
+        # One panel per benchmark group (pytest-benchmark's ``group``, else the test's name) and unit, so
+        # each ratio compares providers measured side by side in one benchmark, never unrelated ones.
+        group = bench.get("group") or bench["name"].split("[")[0]
         for label, unit, value in benchmark_rates(bench):
-            panels.setdefault(unit, []).append((label, value))
-            machines.setdefault(unit, set()).add(bench.get("extra_info", {}).get("machine") or cpu.get("brand_raw", ""))
+            if unit.startswith("calls/s"):  # a whole-procedure timing, not a throughput
+                continue
+            key = f"{unit} | {group}"
+            panels.setdefault(key, []).append((label, value))
+            machines.setdefault(key, set()).add(bench.get("extra_info", {}).get("machine") or cpu.get("brand_raw", ""))
     heights = [0.45 * len(bars) + 1.1 for bars in panels.values()]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, sum(heights) + 0.6), height_ratios=heights, squeeze=False)
     for ax, (unit, bars) in zip(axes[:, 0], panels.items()):
@@ -968,8 +975,8 @@ def throughput_plot(out_dir: Path, benchmark_json: str | None = None) -> Path | 
         for rect, v in zip(rects, values):
             text = f" {v:,.0f} (x{v / min(values):.2f})"
             ax.text(rect.get_width(), rect.get_y() + rect.get_height() / 2, text, va="center", fontsize=8)
-        ax.set_xlabel(unit)
-        ax.set_title("; ".join(sorted(machines[unit])), fontsize=8)
+        ax.set_xlabel(unit.split(" | ")[0])
+        ax.set_title(f"{unit.split(' | ')[1]}: " + "; ".join(sorted(machines[unit])), fontsize=8)
         ax.set_xlim(0, max(values) * 1.4)
         ax.tick_params(axis="y", labelsize=8)
     fig.suptitle(f"throughput, pytest-benchmark run {path.name}", fontsize=9)
