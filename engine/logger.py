@@ -1,5 +1,5 @@
 """Run directories and metric logging: ``metrics.csv`` (wide, one row per log step),
-TensorBoard events, and a one-line console summary. Metrics are flat dicts with namespaced
+and TensorBoard events. Metrics are flat dicts with namespaced
 keys (``train/critic_loss``, ``rollout/penalty_mean``, ``eval/normalized_score``)."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class RunLogger:
     the training loop itself never synchronises with the host.
     """
 
-    def __init__(self, run_dir: str | Path, console: bool = True):
+    def __init__(self, run_dir: str | Path):
         from torch.utils.tensorboard import SummaryWriter
 
         self.dir = Path(run_dir)
@@ -47,7 +47,6 @@ class RunLogger:
             with open(self.csv_path) as f:
                 self.rows = list(csv.DictReader(f))
         self.tb = SummaryWriter(str(self.dir / "tb"))
-        self.console = console
 
     def log(self, step: int, metrics: dict) -> dict[str, float]:
         values = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}

@@ -163,7 +163,7 @@ def train_model_based(
     env_name = data.env_name
     if env_name is None:
         raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
-    logger = RunLogger(run_dir, console=cfg.progress)
+    logger = RunLogger(run_dir)
     if ckpt is None:
         logger.write_json("config.json", {"algo": algo, "command": " ".join(sys.argv), **dataclasses.asdict(cfg)})
 
@@ -237,7 +237,7 @@ def train_model_based(
             if do_eval:
                 row.update(evaluate_now(max(1, cfg.eval_episodes // 2)).metrics())
             values = logger.log(step, row)
-            if "eval/normalized_score" in values:
+            if cfg.progress and "eval/normalized_score" in values:
                 bar.write(f"step {step}: normalized score {values['eval/normalized_score']:.1f}")
             sums, count, t_log = {}, 0, time.perf_counter()
         if step % cfg.checkpoint_interval == 0 and step != cfg.num_updates:
