@@ -91,3 +91,35 @@ def test_bad_input_fails_clearly(tmp_path, monkeypatch):
         mopo.train(tiny_config("simloop/cartpole/medium-v0", tmp_path / "run"))
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         mopo.train(tiny_config("x", tmp_path / "run"), resume=str(tmp_path / "empty"))
+
+
+def test_dynamics_command_fits_once_and_mopo_reuses_it(tiny_dataset, tmp_path, capsys):
+    from engine import dynamics
+
+    argv = [
+        "--dataset",
+        tiny_dataset,
+        "--num-threads",
+        "1",
+        "--dynamics.num-members",
+        "3",
+        "--dynamics.num-elites",
+        "2",
+        "--dynamics.hidden-dim",
+        "32",
+        "--dynamics.num-layers",
+        "2",
+        "--dynamics.weight-decays",
+        "1e-5",
+        "1e-5",
+        "1e-5",
+        "--dynamics.max-epochs",
+        "2",
+    ]
+    info = dynamics.main(argv)
+    assert not info["reused"] and info["dataset_id"] == tiny_dataset and info["dynamics/epochs"] == 2
+    assert json.loads(capsys.readouterr().out)["path"] == info["path"]
+    summary = mopo.train(tiny_config(tiny_dataset, tmp_path / "run"))
+    assert summary["dynamics"]["reused"] and summary["dynamics"]["path"] == info["path"]
+    with pytest.raises(ValueError, match="unknown dataset|not a known|valid"):
+        dynamics.main(["--dataset", "simloop/ant/medium-v0", "--dynamics.max-epochs", "1"])
