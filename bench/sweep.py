@@ -632,8 +632,8 @@ PUBLISHED_SOURCES = {
         "D4RL -v2 datasets, normalised score, mean ± std over 4 seeds"
     ),
     "MOPO paper": (
-        "Yu et al. 2020, MOPO, Table 1: D4RL -v0 datasets, normalised score at the last iteration, "
-        "mean ± std over 6 seeds"
+        "Yu et al. 2020, MOPO (arXiv:2005.13239), Table 1: D4RL -v0 datasets, normalised score at the last "
+        "iteration, mean ± std over 6 seeds (halfcheetah-random only)"
     ),
 }
 """Where each published figure comes from (the keys label the figures in the table)."""
@@ -663,23 +663,36 @@ PUBLISHED: dict[tuple[str, str], dict[tuple[str, str], tuple[float, float]]] = {
         ("hopper", "medium-expert"): (108.8, 2.6),
         ("walker2d", "medium-expert"): (110.0, 0.2),
     },
-    # MOPO paper (Yu et al. 2020), Table 1, D4RL -v0. Only the entry we could check against the paper's
-    # text is kept; the other rows of that table, COMBO's Table 1 and ARMOR's Table 1 are left out
-    # until checked against the papers (see PUBLISHED_NOTE).
+    # MOPO paper (Yu et al. 2020, arXiv:2005.13239), Table 1, D4RL -v0, mean ± std over 6 seeds. Only the
+    # entry we could check against the paper's text is kept: the table's first row as extracted from the
+    # PDF ("random halfcheetah 2.1 35.4 ± 2.5 ..."); the text of the later rows was not available to check.
+    # The rest of this table, COMBO's Table 1 and ARMOR's Table 1 are left out (see PUBLISHED_NOTE): the
+    # copies of them found were secondary (plotting scripts, baseline lists, another paper's table), not
+    # attributed to a table or version, and disagree with one another (e.g. MOPO walker2d-medium 17.8 vs
+    # 11.8 vs 14.0), so none was copied.
     ("mopo", "MOPO paper"): {
         ("halfcheetah", "random"): (35.4, 2.5),
     },
 }
-"""Published D4RL normalised scores: (algo, source) -> (env, level) -> (mean, std)."""
+"""Published D4RL normalised scores: (algo, source) -> (env, level) -> (mean, std); std is ``nan`` where the
+source gives none (the table then shows the mean alone)."""
 
 PUBLISHED_NOTE = (
     "Published figures are for the D4RL datasets of the same name (MuJoCo-py environments, D4RL's "
     "behaviour policies); the simloop datasets are regenerated on Gymnasium v5 with their own "
-    "behaviour policies, so they are comparable in level, not identical data. Not included yet: the "
-    "rest of MOPO's Table 1, COMBO's Table 1 and ARMOR's Table 1 (numbers not verified against the papers)."
+    "behaviour policies, so they are comparable in level, not identical data. Included: OfflineRL-Kit's "
+    "MOPO and COMBO columns (-v2; medium, medium-replay, medium-expert) and one entry of MOPO's Table 1 "
+    "(-v0; halfcheetah-random). Not included: the other rows of MOPO's Table 1 (random, medium, mixed, "
+    "medium-expert), COMBO's Table 1 and ARMOR's Table 1, whose text could not be checked against the "
+    "papers; ARMOR has no published figure here."
 )
 
 _DATASET_RE = re.compile(r"^(?:[^/]+/)?(?P<env>[A-Za-z0-9]+)/(?P<level>[a-z-]+)-v\d+$")
+
+
+def format_published(mean: float, std: float, source: str) -> str:
+    """One published figure for the table: ``mean ± std (source)``, or ``mean (source)`` when std is nan."""
+    return f"{mean:.1f} ({source})" if math.isnan(std) else f"{mean:.1f} ± {std:.1f} ({source})"
 
 
 def published_for(algo: str, dataset: str) -> list[tuple[float, float, str]]:
@@ -765,7 +778,7 @@ def aggregate(records: list[dict]) -> list[dict]:
                 "num_failed": len(group) - len(done),
                 "behavior_score": _mean_std(behavior)[0] if behavior else None,
                 "num_updates": "/".join(str(u) for u in updates),
-                "published": "; ".join(f"{m:.1f} ± {s:.1f} ({src})" for m, s, src in published_for(algo, dataset)),
+                "published": "; ".join(format_published(*fig) for fig in published_for(algo, dataset)),
             }
         )
     return rows

@@ -192,6 +192,19 @@ def test_aggregate_and_published_lookup():
     assert sweep.published_for("mopo", "simloop/hopper/medium-replay-v0") == [(92.7, 20.7, "OfflineRL-Kit")]
     assert sweep.published_for("armor", "simloop/hopper/medium-v0") == []
     assert sweep.published_for("mopo", "not-a-d4rl-name") == []
+    assert sweep.published_for("mopo", "simloop/halfcheetah/random-v0") == [(35.4, 2.5, "MOPO paper")]
+
+
+def test_published_figure_without_std_shows_the_mean_alone(monkeypatch):
+    table = {
+        ("armor", "paper"): {("hopper", "medium"): (12.3, float("nan"))},
+        ("armor", "kit"): {("hopper", "medium"): (4.0, 0.5)},
+    }
+    monkeypatch.setattr(sweep, "PUBLISHED", table)
+    record = {"dataset": "simloop/hopper/medium-v0", "algo": "armor", "variant": "", "status": "done",
+              "normalized_score": 1.0, "behavior_normalized_score": None, "num_updates": 5}  # fmt: skip
+    (row,) = sweep.aggregate([record])
+    assert row["published"] == "12.3 (paper); 4.0 ± 0.5 (kit)"
 
 
 def test_throughput_plot_reads_pytest_benchmark_json_and_skips_without_one(tmp_path, monkeypatch, capsys):
