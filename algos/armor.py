@@ -316,4 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module, not __main__, so that checkpoints pickle algos.armor.Config and load
+    # from any entry point (a resume, a sweep worker, a notebook).
+    from algos.armor import main as _main
+
+    _main()

@@ -89,4 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module, not __main__, so that checkpoints pickle algos.mopo.Config and load
+    # from any entry point (a resume, a sweep worker, a notebook).
+    from algos.mopo import main as _main
+
+    _main()

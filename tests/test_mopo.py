@@ -123,3 +123,28 @@ def test_dynamics_command_fits_once_and_mopo_reuses_it(tiny_dataset, tmp_path, c
     assert summary["dynamics"]["reused"] and summary["dynamics"]["path"] == info["path"]
     with pytest.raises(ValueError, match="unknown dataset|not a known|valid"):
         dynamics.main(["--dataset", "simloop/ant/medium-v0", "--dynamics.max-epochs", "1"])
+
+
+def test_cli_checkpoint_loads_from_any_entry_point(tiny_dataset, tmp_path):
+    """A checkpoint written by ``python -m algos.mopo`` holds ``algos.mopo.Config`` (not ``__main__.Config``),
+    so a sweep worker or a notebook can load and resume it."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli_run"
+    args = ["--dataset", tiny_dataset, "--out", str(out), "--num-updates", "20", "--batch-size", "32",
+            "--rollout-batch-size", "64", "--rollout-interval", "10", "--eval-interval", "20",
+            "--eval-episodes", "1", "--checkpoint-interval", "10", "--no-progress", "--rollout.horizon", "2",
+            "--dynamics.num-members", "3", "--dynamics.num-elites", "2", "--dynamics.hidden-dim", "32",
+            "--dynamics.num-layers", "2", "--dynamics.weight-decays", "1e-5", "1e-5", "1e-5",
+            "--dynamics.max-epochs", "1"]  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.abspath(mopo.__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run([sys.executable, "-m", "algos.mopo", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert type(ckpt["cfg"]) is mopo.Config and ckpt["step"] == 20
+    ckpt["cfg"] = replace(ckpt["cfg"], num_updates=30)
+    torch.save(ckpt, out / "checkpoint.pt")
+    assert mopo.train(ckpt["cfg"], resume=str(out))["num_updates"] == 30
