@@ -1,6 +1,7 @@
 """Command line for the embedded datasets::
 
-    python -m engine.datasets list                               # every id: present?, size, behaviour score
+    python -m engine.datasets list                               # every id: present?, size, return, score
+    python -m engine.datasets list --markdown                    # the same as a GitHub Markdown table (README)
     python -m engine.datasets make simloop/halfcheetah/medium-v0 # generate one (progress bar, seeded)
 
 Any other Minari id present locally is listed too. Generation and loading live in ``engine.data``.
@@ -9,10 +10,29 @@ Any other Minari id present locally is listed too. Generation and loading live i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import tyro
 
-from engine import data
+from engine import behavior, data
+
+D4RL_SOURCES: dict[str, str] = {}
+"""Citation of each source label used in ``D4RL_DATASET_SCORES`` (label -> URL or repository + path)."""
+
+D4RL_DATASET_SCORES: dict[tuple[str, str], tuple[float, str]] = {}
+"""D4RL normalised score (x100, D4RL's reference returns) of the mean episode return of the D4RL ``-v2``
+dataset of the same name, keyed by ``(env, level)``: ``(score, source label)``, the label a key of
+``D4RL_SOURCES``. A figure goes in only once read in a citable public source (URL, or repository and
+path); a missing key renders as "-" in ``list --markdown``.
+
+Empty for now: no citable source was found. Searched public code, documentation, web pages and GitHub
+issues (D4RL's repository and issue threads, the TFDS D4RL catalogue, Minari's and robomimic's docs,
+decision-transformer and its forks); the only per-dataset mean returns of the D4RL -v2 datasets found
+were pasted outputs of decision-transformer's ``download_d4rl_datasets.py`` in files whose repository
+the search index did not name. Add entries as ``{("halfcheetah", "medium"): (40.7, "label")}`` with
+``D4RL_SOURCES["label"] = "<URL or owner/repo:path>"``.
+"""
 
 
 @dataclass(frozen=True)
@@ -20,7 +40,11 @@ class List:
     """Show every simloop dataset id and every local Minari dataset."""
 
     scores: bool = True
-    """Read present datasets to report their behaviour policy's normalised score (a few seconds each)."""
+    """Read present datasets to report their episode returns and behaviour policy's normalised score
+    (a few seconds each)."""
+    markdown: bool = False
+    """Print a GitHub Markdown table (id, transitions, episodes, return mean ± std, normalised score,
+    D4RL's figure for the dataset of the same name) instead of the plain table."""
 
 
 @dataclass(frozen=True)
@@ -35,8 +59,44 @@ class Make:
     """Seed instead of the recipe's."""
 
 
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository root where it lies inside it."""
+    try:
+        return str(path.relative_to(data.REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def missing_inputs(dataset_id: str, root: Path | None = None) -> list[str]:
+    """Files that generating a simloop dataset needs and that are not on disk (empty for other ids).
+
+    random: none; medium/expert: the behaviour checkpoint ``engine/policies/<recipe.policy>``;
+    medium-replay: that checkpoint and the training run's ``artifacts/behavior/<env>/checkpoint.pt``;
+    medium-expert: what its components need, for those not generated yet.
+    """
+    recipe = data.DATASETS.get(dataset_id)
+    if recipe is None:
+        return []
+    root = data._datasets_root() if root is None else root
+    if recipe.level == "medium-expert":
+        out = []
+        for cid in recipe.components:
+            if not (root / cid / "data").exists():
+                out += [p for p in missing_inputs(cid, root) if p not in out]
+        return out
+    needed = []
+    if recipe.policy is not None:
+        needed.append(behavior.POLICY_DIR / recipe.policy)
+    if recipe.level == "medium-replay":
+        needed.append(data.BEHAVIOR_RUN_DIR / recipe.env / "checkpoint.pt")
+    return [_rel(p) for p in needed if not p.is_file()]
+
+
 def rows(scores: bool = True) -> list[dict]:
-    """One dict per dataset id: ``id``, ``present``, ``transitions``, ``episodes``, ``behavior_score``."""
+    """One dict per dataset id: ``id``, ``present``, ``transitions``, ``episodes``, ``return_mean``,
+    ``return_std`` (over episodes, population std), ``behavior_score`` (D4RL-normalised mean return;
+    None without reference scores) and ``missing`` (inputs generation needs that are absent, for
+    simloop ids not present). Returns and score are read only with ``scores``."""
     import minari
 
     root = data._datasets_root()
@@ -48,18 +108,69 @@ def rows(scores: bool = True) -> list[dict]:
             "present": (root / dataset_id / "data").exists(),
             "transitions": None,
             "episodes": None,
+            "return_mean": None,
+            "return_std": None,
             "behavior_score": None,
+            "missing": [],
         }
-        if row["present"]:
+        if not row["present"]:
+            row["missing"] = missing_inputs(dataset_id, root)
+        else:
             try:
                 ds = minari.load_dataset(dataset_id)
                 row["transitions"], row["episodes"] = ds.total_steps, ds.total_episodes
                 if scores:
-                    row["behavior_score"] = data.load(dataset_id, generate_missing=False).behavior_normalized_score
+                    td = data.load(dataset_id, generate_missing=False)
+                    row["return_mean"] = float(np.mean(td.episode_returns))
+                    row["return_std"] = float(np.std(td.episode_returns))
+                    if td.ref_min_score is not None and td.ref_max_score is not None:
+                        row["behavior_score"] = td.behavior_normalized_score
             except Exception as e:  # noqa: BLE001 - a broken dataset is listed with its error, not fatal
                 row["error"] = str(e).splitlines()[0]
         out.append(row)
     return out
+
+
+def d4rl_figure(dataset_id: str) -> str:
+    """``D4RL_DATASET_SCORES`` entry of the D4RL dataset named like a simloop id, as ``"40.7 [label]"``;
+    "-" for other ids and where no figure was found."""
+    recipe = data.DATASETS.get(dataset_id)
+    entry = D4RL_DATASET_SCORES.get((recipe.env, recipe.level)) if recipe is not None else None
+    if entry is None:
+        return "-"
+    score, label = entry
+    return f"{score:.1f} [{label}]"
+
+
+def _fmt(x: float | int | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def markdown_table(table: list[dict]) -> str:
+    """``rows()`` as a GitHub Markdown table, followed by the D4RL figures' sources (if any)."""
+    lines = [
+        "| dataset id | transitions | episodes | return (mean ± std) | normalised score | "
+        "D4RL dataset figure (same name) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in table:
+        if not r["present"]:
+            note = "not generated"
+            if r["missing"]:
+                note += " (missing " + ", ".join(f"`{p}`" for p in r["missing"]) + ")"
+            size, eps, ret = note, "-", "-"
+        else:
+            size, eps = _fmt(r["transitions"], ","), _fmt(r["episodes"], ",")
+            ret = "-" if r["return_mean"] is None else f"{r['return_mean']:.1f} ± {r['return_std']:.1f}"
+            if "error" in r:
+                ret = f"error: {r['error']}".replace("|", "\\|")
+        score = _fmt(r["behavior_score"], ".1f")
+        lines.append(f"| `{r['id']}` | {size} | {eps} | {ret} | {score} | {d4rl_figure(r['id'])} |")
+    used = sorted({label for _, label in D4RL_DATASET_SCORES.values()})
+    if used:
+        lines += ["", "D4RL figures' sources:", ""]
+        lines += [f"- [{label}] {D4RL_SOURCES[label]}" for label in used]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -68,13 +179,22 @@ def main() -> None:
         data.make_dataset(cmd.dataset_id, seed=cmd.seed, overwrite=cmd.overwrite, progress=True)
         return
     table = rows(cmd.scores)
-    print(f"{'dataset id':<42} {'local':<6} {'transitions':>12} {'episodes':>9} {'behaviour score':>16}")
+    if cmd.markdown:
+        print(markdown_table(table))
+        return
+    print(
+        f"{'dataset id':<42} {'local':<6} {'transitions':>12} {'episodes':>9} "
+        f"{'return mean ± std':>21} {'behaviour score':>16}"
+    )
     for r in table:
-        size = f"{r['transitions']:,}" if r["transitions"] is not None else "-"
-        eps = f"{r['episodes']:,}" if r["episodes"] is not None else "-"
-        score = f"{r['behavior_score']:.1f}" if r["behavior_score"] is not None else "-"
+        ret = "-" if r["return_mean"] is None else f"{r['return_mean']:.1f} ± {r['return_std']:.1f}"
         note = f"  ({r['error']})" if "error" in r else ""
-        print(f"{r['id']:<42} {'yes' if r['present'] else 'no':<6} {size:>12} {eps:>9} {score:>16}{note}")
+        if r["missing"]:
+            note += f"  (missing {', '.join(r['missing'])})"
+        print(
+            f"{r['id']:<42} {'yes' if r['present'] else 'no':<6} {_fmt(r['transitions'], ','):>12} "
+            f"{_fmt(r['episodes'], ','):>9} {ret:>21} {_fmt(r['behavior_score'], '.1f'):>16}{note}"
+        )
 
 
 if __name__ == "__main__":

@@ -10,3 +10,29 @@ def test_list_rows_report_present_and_missing(tiny_dataset):
     assert present["present"] and present["transitions"] == 600 and present["episodes"] == 3
     assert abs(present["behavior_score"]) < 5  # random actions: near D4RL's 0
     assert not rows["simloop/hopper/expert-v0"]["present"]
+
+
+def test_rows_report_returns_and_markdown_table(tiny_dataset, capsys, monkeypatch):
+    import numpy as np
+
+    loaded = data.load(tiny_dataset, generate_missing=False)
+    rows = {r["id"]: r for r in datasets.rows(scores=True)}
+    row = rows[tiny_dataset]
+    assert row["return_mean"] == np.mean(loaded.episode_returns)
+    assert row["return_std"] == np.std(loaded.episode_returns)
+    assert row["behavior_score"] == loaded.behavior_normalized_score
+    assert rows["simloop/hopper/random-v0"]["missing"] == []  # random actions: needs no checkpoint
+
+    monkeypatch.setattr("sys.argv", ["python -m engine.datasets", "list", "--markdown"])
+    datasets.main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        "| dataset id | transitions | episodes | return (mean ± std) | normalised score | "
+        "D4RL dataset figure (same name) |"
+    )
+    line = next(x for x in out if x.startswith(f"| `{tiny_dataset}` |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    ret = f"{row['return_mean']:.1f} ± {row['return_std']:.1f}"
+    assert cells[1:5] == ["600", "3", ret, f"{row['behavior_score']:.1f}"]
+    assert all(f"| `{i}` |" in "\n".join(out) for i in data.DATASETS)
+    assert any("not generated" in x for x in out if x.startswith("| `simloop/hopper/expert-v0` |"))
