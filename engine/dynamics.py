@@ -265,9 +265,11 @@ class EnsembleDynamics:
         }
 
     def save(self, path: str | Path, **meta) -> None:
-        """Write weights, config and ``meta`` (e.g. dataset id and hash) to ``path``."""
+        """Write weights, config and ``meta`` (e.g. dataset id and hash) to ``path`` (atomically: a temporary
+        file beside it, then a rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
         torch.save(
             {
                 "config": asdict(self.cfg),
@@ -276,8 +278,9 @@ class EnsembleDynamics:
                 "state": self.model.state_dict(),
                 "meta": json.loads(json.dumps(meta)),
             },
-            path,
+            tmp,
         )
+        tmp.replace(path)  # atomic: a killed save never leaves a truncated ensemble in the cache
 
     @staticmethod
     def load(path: str | Path, device="cpu") -> tuple[EnsembleDynamics, dict]:
