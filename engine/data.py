@@ -630,7 +630,9 @@ def make_dataset(
             raise ValueError(f"{name} must be positive, got {value}")
     path = _datasets_root() / dataset_id
     if path.exists() and not overwrite:
-        raise ValueError(f"dataset {dataset_id!r} already exists at {path}; pass overwrite=True to regenerate it")
+        raise ValueError(
+            f"dataset {dataset_id!r} already exists at {path}; pass overwrite=True (`make --overwrite`) to replace it"
+        )
     steps = recipe.max_episode_steps if max_episode_steps is None else max_episode_steps
     episodes, algorithm, desc = _episodes_for(
         recipe,

@@ -9,6 +9,7 @@ Any other Minari id present locally is listed too. Generation and loading live i
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,7 +177,10 @@ def markdown_table(table: list[dict]) -> str:
 def main() -> None:
     cmd = tyro.extras.subcommand_cli_from_dict({"list": List, "make": Make}, prog="python -m engine.datasets")
     if isinstance(cmd, Make):
-        data.make_dataset(cmd.dataset_id, seed=cmd.seed, overwrite=cmd.overwrite, progress=True)
+        try:
+            data.make_dataset(cmd.dataset_id, seed=cmd.seed, overwrite=cmd.overwrite, progress=True)
+        except (ValueError, FileNotFoundError) as e:  # bad id, already present, missing policy: one clear line
+            sys.exit(f"python -m engine.datasets make: error: {e}")
         return
     table = rows(cmd.scores)
     if cmd.markdown:
