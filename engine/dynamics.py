@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> dict:
         if argv is not None:
             raise
         sys.exit(f"python -m engine.dynamics: error: {e}")
-    print(json.dumps({k: v for k, v in info.items()}, indent=1))
+    print(json.dumps(info, indent=1))
     return info
 
 

@@ -93,29 +93,25 @@ def test_bad_input_fails_clearly(tmp_path, monkeypatch):
         mopo.train(tiny_config("x", tmp_path / "run"), resume=str(tmp_path / "empty"))
 
 
+def dynamics_flags(cfg) -> list[str]:
+    """``--dynamics.*`` CLI flags for the fields of ``cfg`` that differ from ``DynamicsConfig()``."""
+    from dataclasses import fields
+
+    from engine.dynamics import DynamicsConfig
+
+    flags = []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if value != getattr(DynamicsConfig(), f.name):
+            values = value if isinstance(value, tuple) else (value,)
+            flags += [f"--dynamics.{f.name.replace('_', '-')}", *map(str, values)]
+    return flags
+
+
 def test_dynamics_command_fits_once_and_mopo_reuses_it(tiny_dataset, tmp_path, capsys):
     from engine import dynamics
 
-    argv = [
-        "--dataset",
-        tiny_dataset,
-        "--num-threads",
-        "1",
-        "--dynamics.num-members",
-        "3",
-        "--dynamics.num-elites",
-        "2",
-        "--dynamics.hidden-dim",
-        "32",
-        "--dynamics.num-layers",
-        "2",
-        "--dynamics.weight-decays",
-        "1e-5",
-        "1e-5",
-        "1e-5",
-        "--dynamics.max-epochs",
-        "2",
-    ]
+    argv = ["--dataset", tiny_dataset, "--num-threads", "1", *dynamics_flags(TINY_RUN["dynamics"])]
     info = dynamics.main(argv)
     assert not info["reused"] and info["dataset_id"] == tiny_dataset and info["dynamics/epochs"] == 2
     assert json.loads(capsys.readouterr().out)["path"] == info["path"]
@@ -136,9 +132,7 @@ def test_cli_checkpoint_loads_from_any_entry_point(tiny_dataset, tmp_path):
     args = ["--dataset", tiny_dataset, "--out", str(out), "--num-updates", "20", "--batch-size", "32",
             "--rollout-batch-size", "64", "--rollout-interval", "10", "--eval-interval", "20",
             "--eval-episodes", "1", "--checkpoint-interval", "10", "--no-progress", "--rollout.horizon", "2",
-            "--dynamics.num-members", "3", "--dynamics.num-elites", "2", "--dynamics.hidden-dim", "32",
-            "--dynamics.num-layers", "2", "--dynamics.weight-decays", "1e-5", "1e-5", "1e-5",
-            "--dynamics.max-epochs", "1"]  # fmt: skip
+            *dynamics_flags(replace(TINY_RUN["dynamics"], max_epochs=1))]  # fmt: skip
     root = os.path.dirname(os.path.dirname(os.path.abspath(mopo.__file__)))
     env = {**os.environ, "PYTHONPATH": root}
     done = subprocess.run([sys.executable, "-m", "algos.mopo", *args], env=env, capture_output=True, text=True)
