@@ -108,6 +108,8 @@ def _recipe(env: str, level: str) -> DatasetRecipe:
 
 DATASETS: dict[str, DatasetRecipe] = {r.dataset_id: r for r in (_recipe(e, lv) for e in ENVS for lv in LEVELS)}
 """Registry of the embedded datasets, keyed by Minari id."""
+DEFAULT_DATASET = "simloop/halfcheetah/medium-v0"
+"""The embedded default dataset of every command (generated locally on first use)."""
 
 
 class MissingArtifactError(FileNotFoundError, ValueError):

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from engine.buffer import Batch
+from engine.data import DEFAULT_DATASET
 from engine.nets import EnsembleLinear, adam_step, clear_grads, make_adam
 from kernels import EnsembleParams, ensemble_forward
 
@@ -365,7 +366,7 @@ class FitConfig:
     """``python -m engine.dynamics``: fit (or find in the cache) the ensemble of a dataset once,
     so that every algorithm run with the same ``--dynamics.*`` flags reuses it."""
 
-    dataset: str = "simloop/halfcheetah/medium-v0"
+    dataset: str = DEFAULT_DATASET
     """Minari dataset id (``python -m engine.datasets list``)."""
     dynamics: DynamicsConfig = DynamicsConfig()
     """Ensemble architecture and training; the same flags as the algorithms' ``--dynamics.*``."""

@@ -34,7 +34,7 @@ from engine.nets import TanhGaussianActor
 from engine.rollout import RolloutConfig, RolloutEngine, rollout_metrics
 from engine.termination import termination_params
 
-DEFAULT_DATASET = "simloop/halfcheetah/medium-v0"
+DEFAULT_DATASET = datasets.DEFAULT_DATASET
 
 
 @dataclass(frozen=True)
