@@ -21,6 +21,12 @@ from both the Bellman term and its fitting term. D_M mixes real and model-rollou
 (``real_ratio``); model rollouts of both pi and pi_ref start from real states and reset every H
 steps. The actor starts as a copy of the reference policy (ATAC warm-starts its policy with BC);
 with the slow learning rate this is what makes robust policy improvement over pi_ref practical.
+The reference must be fitted by likelihood (``algos.bc``'s default objective, as ATAC's behaviour
+pretraining), so that its log-std, and with it the entropy, is trained: with a mean-only (MSE)
+BC reference the entropy starts far below the target -|A|, the temperature alpha (fast rate)
+grows without bound while the actor (slow rate) cannot follow, and alpha * log pi ends up
+dominating the actor's objective (our first 200k run: alpha 17 -> 63 over 19k-22k updates,
+score below BC). A reference saved with another objective is used, with a warning.
 
 Defaults from ATAC (fast lr 5e-4, slow lr 5e-7, beta 3.0, w 0.5, 3x256 networks). Departures,
 each marked where it happens: the model's learning rate (the fast one), lambda = 1, H = 5 and a
@@ -33,6 +39,7 @@ each marked where it happens: the model's learning rate (the fast one), lambda =
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -245,7 +252,7 @@ class ARMORAgent:
         self.alpha_opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.cfg.tau)
-        metrics.update({"train/actor_loss": actor_loss.detach(), "train/alpha": alpha})
+        metrics.update({"train/actor_loss": actor_loss.detach(), "train/alpha": alpha, "train/entropy": -logp.detach().mean()})
         return metrics
 
     def state_dict(self) -> dict:
@@ -275,6 +282,13 @@ def make_agent(data, cfg: Config, dev, dyn: EnsembleDynamics) -> ARMORAgent:
     """The reference (loaded, or BC trained on the data), V_max = max|r| / (1 - gamma), the agent."""
     if cfg.reference is not None:
         reference, info = load_policy(cfg.reference, dev)
+        if info.get("meta", {}).get("objective", "likelihood") != "likelihood":
+            warnings.warn(
+                f"reference {cfg.reference} was trained with BC objective {info['meta']['objective']!r}: its log-std "
+                "is untrained, so the warm-started actor's entropy starts off the target and the temperature alpha "
+                "climbs (train/alpha). Train the reference with `python -m algos.bc --objective likelihood`.",
+                stacklevel=2,
+            )
         if (reference.obs_dim, reference.act_dim) != (data.obs_dim, data.act_dim):
             raise ValueError(
                 f"reference {cfg.reference} has dims (obs {reference.obs_dim}, act {reference.act_dim}); "

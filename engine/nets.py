@@ -166,6 +166,21 @@ class TanhGaussianActor(nn.Module):
         log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
         return torch.tanh(u), log_prob
 
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """Log-density of given actions: ``(obs [B, D], act [B, A] in [-1, 1]) -> [B]`` float32.
+
+        The same tanh change of variables as ``forward`` (Haarnoja et al. 2018, Eq. 21) at
+        ``u = atanh(a)``. Actions are first clipped to ``[-1 + eps, 1 - eps]``, as ATAC's
+        behaviour pretraining clips dataset actions (Cheng et al. 2022, lightATAC), because a
+        dataset action of exactly +-1 has an infinite ``u``.
+        """
+        mu, log_std = self.dist_params(obs)
+        a = act.clamp(-1.0 + eps, 1.0 - eps)
+        u = torch.atanh(a)
+        z = (u - mu) * torch.exp(-log_std)
+        log_prob = (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return log_prob - torch.log1p(-a.pow(2)).sum(-1)
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None):
         """``obs: [B, D] -> action [B, A]`` without gradients (mean action when deterministic)."""

@@ -105,6 +105,66 @@ def test_update_moves_critic_model_and_actor():
     assert all(not p.requires_grad for p in agent.reference.parameters())
 
 
+def test_actor_log_prob_hand_computation():
+    """log pi(a|s) = sum_j [log N(atanh a_j; mu_j, sigma_j) - log(1 - a_j^2)], with a_j = +-1 clipped."""
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(3, 2, (8,))
+    obs = torch.randn(4, 3)
+    act = torch.tensor([[0.5, -0.2], [0.9, 0.0], [-0.99, 0.3], [1.0, -1.0]])
+    mu, log_std = actor.dist_params(obs)
+    a = act.clamp(-1 + 1e-6, 1 - 1e-6).double()
+    u = 0.5 * torch.log((1 + a) / (1 - a))
+    std = log_std.double().exp()
+    gauss = -0.5 * ((u - mu.double()) / std) ** 2 - torch.log(std) - 0.5 * torch.log(torch.tensor(2 * torch.pi))
+    expected = (gauss - torch.log(1 - a**2)).sum(-1)
+    got = actor.log_prob(obs, act)
+    assert torch.isfinite(got).all()
+    # float32 atanh near 1 - 1e-6 loses digits: compare the rows away from the clip tightly, the clipped one loosely.
+    torch.testing.assert_close(got[:3].double(), expected[:3], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got[3].double(), expected[3], rtol=2e-2, atol=0.5)
+    # It agrees with the density forward() reports for its own samples.
+    gen = torch.Generator().manual_seed(1)
+    sample, logp = actor(obs, gen)
+    torch.testing.assert_close(actor.log_prob(obs, sample), logp, rtol=1e-4, atol=1e-3)
+
+
+def test_likelihood_bc_fits_the_std_as_well_as_the_mean():
+    """Actions a = tanh(W s + sigma eps): likelihood BC recovers sigma (its entropy floor -|A| is below
+    the data's entropy here, so it does not bind). MSE BC fits the same mean."""
+    torch.manual_seed(0)
+    n, sigma = 20_000, 0.3
+    obs = torch.randn(n, 3)
+    w = torch.tensor([[0.5, -0.3], [0.2, 0.4], [-0.1, 0.1]])
+    act = torch.tanh(obs @ w + sigma * torch.randn(n, 2))
+    data = Batch(obs=obs, act=act, rew=torch.zeros(n), next_obs=obs, terminal=torch.zeros(n))
+    gen = torch.Generator().manual_seed(0)
+    fitted = bc.fit_bc(data, 3_000, hidden_dims=(64,), generator=gen, objective="likelihood")
+    with torch.no_grad():
+        mu, log_std = fitted.dist_params(obs[:2_000])
+    assert abs(float(log_std.exp().mean()) - sigma) < 0.05
+    assert (mu - obs[:2_000] @ w).abs().mean() < 0.05
+    mse = bc.fit_bc(data, 3_000, hidden_dims=(64,), generator=gen, objective="mse")
+    with torch.no_grad():
+        assert (torch.tanh(mse.dist_params(obs[:2_000])[0]) - torch.tanh(obs[:2_000] @ w)).abs().mean() < 0.05
+    with pytest.raises(ValueError, match="unknown BC objective 'l1'"):
+        bc.fit_bc(data, 1, objective="l1")
+
+
+def test_likelihood_bc_entropy_floor_binds_on_near_deterministic_data():
+    """Nearly deterministic actions (sigma 0.01: entropy about -7.6 for 2 dims) sit below the floor -|A| = -2:
+    the temperature keeps the fitted policy's entropy near the floor instead of collapsing onto the data."""
+    torch.manual_seed(0)
+    n = 20_000
+    obs = torch.randn(n, 3)
+    act = torch.tanh(obs[:, :2] * 0.5 + 0.01 * torch.randn(n, 2))
+    data = Batch(obs=obs, act=act, rew=torch.zeros(n), next_obs=obs, terminal=torch.zeros(n))
+    gen = torch.Generator().manual_seed(0)
+    fitted = bc.fit_bc(data, 3_000, hidden_dims=(64,), generator=gen, objective="likelihood")
+    with torch.no_grad():
+        entropy = float(-fitted(obs[:5_000], gen)[1].mean())
+    assert -3.0 < entropy < -1.0
+
+
 def test_bc_and_armor_smoke_runs_with_a_saved_reference(tiny_dataset, tmp_path):
     bc_cfg = bc.Config(
         dataset=tiny_dataset,
@@ -138,6 +198,8 @@ def test_bad_config_and_reference(tiny_dataset, tmp_path):
         armor.Config(residual_weight=1.5)
     with pytest.raises(ValueError, match="lr=0"):
         bc.Config(lr=0.0)
+    with pytest.raises(ValueError, match="objective='l2'.*'likelihood', 'mse'"):
+        bc.Config(objective="l2")
     with pytest.raises(ValueError, match="no checkpoints"):
         bc.train(bc.Config(dataset=tiny_dataset), resume="somewhere")
     wrong = TanhGaussianActor(11, 3, (8,))
