@@ -223,6 +223,9 @@ class ARMORAgent:
             "train/relative_pessimism": rel.detach().mean(),
             "train/bellman_error": bell_critic.detach().mean(),
             "train/model_fit_error": fit.detach(),
+            # How far the adversarial model's reward has moved from the data's (the fit term anchors it only
+            # through (r_M - r)^2 / V_max^2): RMSE on this real minibatch, in reward units.
+            "train/model_reward_rmse": (fit_mean[0, :, -1].detach() - real.rew).pow(2).mean().sqrt(),
             "train/critic_loss": critic_loss.detach(),
         }
         return critic_loss, model_loss, metrics

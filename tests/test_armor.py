@@ -101,6 +101,15 @@ def test_update_moves_critic_model_and_actor():
         assert any(not torch.equal(a, b) for a, b in zip(before[k], m.parameters())), k
     for key in ("train/relative_pessimism", "train/bellman_error", "train/model_fit_error", "train/actor_loss"):
         assert torch.isfinite(metrics[key]), key
+    # The reward RMSE is the model's (before this step) on the real minibatch, by hand.
+    agent2, real = _agent(), _batch(8, 4)
+    m = agent2.dyn.model
+    with torch.no_grad():
+        r_model = m(m.normalize(real.obs, real.act))[0][0, :, -1]
+    expected = ((r_model - real.rew) ** 2).mean().sqrt()
+    metrics2 = agent2.update(real, _batch(8, 5), torch.Generator().manual_seed(6))
+    torch.testing.assert_close(metrics2["train/model_reward_rmse"], expected)
+    assert torch.isfinite(metrics2["train/entropy"])
     # The reference policy never changes.
     assert all(not p.requires_grad for p in agent.reference.parameters())
 
