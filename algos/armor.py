@@ -255,7 +255,9 @@ class ARMORAgent:
         self.alpha_opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.cfg.tau)
-        metrics.update({"train/actor_loss": actor_loss.detach(), "train/alpha": alpha, "train/entropy": -logp.detach().mean()})
+        metrics.update(
+            {"train/actor_loss": actor_loss.detach(), "train/alpha": alpha, "train/entropy": -logp.detach().mean()}
+        )
         return metrics
 
     def state_dict(self) -> dict:

@@ -186,7 +186,7 @@ def train(cfg: Config, resume: str | None = None) -> dict:
     )
     bar.close()
     with torch.no_grad():  # one-sample entropy estimate on (up to) 10,000 dataset states
-        states = data.as_batch().obs[: 10_000]
+        states = data.as_batch().obs[:10_000]
         entropy = float(-actor(states, gen)[1].mean())
     final = evaluate(
         lambda o: actor.act(o, deterministic=True), data.env_name, cfg.eval_episodes, seed=cfg.seed + 10_000
