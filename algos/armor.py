@@ -287,9 +287,12 @@ def make_agent(data, cfg: Config, dev, dyn: EnsembleDynamics) -> ARMORAgent:
     """The reference (loaded, or BC trained on the data), V_max = max|r| / (1 - gamma), the agent."""
     if cfg.reference is not None:
         reference, info = load_policy(cfg.reference, dev)
-        if info.get("meta", {}).get("objective", "likelihood") != "likelihood":
+        meta = info.get("meta", {})
+        # BC checkpoints saved before the objective was recorded were fitted by MSE.
+        objective = meta.get("objective", "mse" if meta.get("algo") == "bc" else "likelihood")
+        if objective != "likelihood":
             warnings.warn(
-                f"reference {cfg.reference} was trained with BC objective {info['meta']['objective']!r}: its log-std "
+                f"reference {cfg.reference} was trained with BC objective {objective!r}: its log-std "
                 "is untrained, so the warm-started actor's entropy starts off the target and the temperature alpha "
                 "climbs (train/alpha). Train the reference with `python -m algos.bc --objective likelihood`.",
                 stacklevel=2,
