@@ -129,9 +129,10 @@ def fit_bc(
     dev = data.obs.device
     actor = TanhGaussianActor(data.obs.shape[-1], data.act.shape[-1], hidden_dims).to(dev)
     opt = torch.optim.Adam(actor.parameters(), lr=lr)
-    log_alpha = torch.zeros((), device=dev, requires_grad=True)
-    alpha_opt = torch.optim.Adam([log_alpha], lr=lr)
-    target_entropy = -float(data.act.shape[-1])
+    if objective == "likelihood":  # the temperature of the entropy floor
+        log_alpha = torch.zeros((), device=dev, requires_grad=True)
+        alpha_opt = torch.optim.Adam([log_alpha], lr=lr)
+        target_entropy = -float(data.act.shape[-1])
     for step in range(1, num_updates + 1):
         idx = torch.randint(len(data), (batch_size,), generator=generator, device=dev)
         batch = data.index(idx)
