@@ -50,7 +50,7 @@ from engine.buffer import Batch, cat_batches
 from engine.cli import run_cli
 from engine.data import DATASETS
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, targets_of
-from engine.nets import EnsembleCritic, TanhGaussianActor
+from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, clear_grads, make_adam
 from engine.rollout import RolloutConfig
 from engine.termination import termination_params
 from engine.trainer import ModelBasedConfig, train_model_based
@@ -164,10 +164,14 @@ class ARMORAgent:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.zeros((), device=dev, requires_grad=True)
         self.target_entropy = -float(reference.act_dim)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.slow_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.fast_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.fast_lr)
-        self.model_opt = torch.optim.Adam(dyn.model.parameters(), lr=cfg.model_lr)
+        self._actor_params = list(self.actor.parameters())
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+        self._model_params = list(dyn.model.parameters())
+        self.actor_opt = make_adam(self._actor_params, cfg.slow_lr)
+        self.critic_opt = make_adam(self._critic_params, cfg.fast_lr)
+        self.alpha_opt = make_adam([self.log_alpha], cfg.fast_lr)
+        self.model_opt = make_adam(self._model_params, cfg.model_lr)
 
     def rollout_policies(self, generator):
         """pi (stochastic) and pi_ref (deterministic BC mean) share the rollout batch."""
@@ -189,32 +193,33 @@ class ARMORAgent:
     def losses(self, real: Batch, model: Batch, generator) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """The adversary's losses on D_M = real + model rows: ``(critic_loss, model_loss, metrics)``.
 
-        critic_loss = sum_i L(f_i) + beta E^w(f_i) (model outputs detached);
-        model_loss = beta (sum_i E^w(f_i) + lambda E_D(M)) (critic weights frozen).
+        critic_loss = sum_i L(f_i) + beta E^w(f_i), to be differentiated in the critics' weights only;
+        model_loss = beta (sum_i E^w(f_i) + lambda E_D(M)), in the model's weights only (``backward``).
+        Each critic pass is computed once: at s with the actions of pi, pi_ref and the data, and the live
+        and target critics at s'_M. Both losses share these passes; ``backward`` routes each loss's
+        gradient to its own parameters. Written as separate, partly detached passes per loss, the losses
+        cost 8 critic forwards instead of 5 (the whole update, 9 vs 6: 10% more time, bench/RESULTS.md).
         """
         cfg = self.cfg
         batch = cat_batches(real, model)
+        n = batch.obs.shape[0]
         with torch.no_grad():
             a_pi, _ = self.actor(batch.obs, generator)
             a_ref = self.reference.act(batch.obs, deterministic=True)
-        noise = torch.randn(batch.obs.shape[0], batch.obs.shape[1] + 1, generator=generator, device=batch.obs.device)
+        noise = torch.randn(n, batch.obs.shape[1] + 1, generator=generator, device=batch.obs.device)
         next_obs, rew, term, _, _ = self.model_step(batch.obs, batch.act, noise)
         with torch.no_grad():
             a_next, _ = self.actor(next_obs, generator)
 
-        def bellman(critic_next_obs, critic_rew):
-            q = self.critic(batch.obs, batch.act)
-            q_next = self.critic(critic_next_obs, a_next)
-            q_next_target = self.critic_target(critic_next_obs, a_next)
-            return bellman_error(q, critic_rew, term, q_next_target, q_next, cfg.gamma, cfg.residual_weight)
-
-        rel = relative_pessimism(self.critic(batch.obs, a_pi), self.critic(batch.obs, a_ref))
-        bell_critic = bellman(next_obs.detach(), rew.detach())
+        f_pi, f_ref, q = (self.critic(batch.obs, a) for a in (a_pi, a_ref, batch.act))
+        q_next = self.critic(next_obs, a_next)  # critic loss: weights (residual form); model loss: s'_M
+        q_next_target = self.critic_target(next_obs, a_next)  # no weights to train; the model loss: s'_M
+        rel = relative_pessimism(f_pi, f_ref)
+        w = cfg.residual_weight
+        bell_critic = bellman_error(q, rew.detach(), term, q_next_target.detach(), q_next, cfg.gamma, w)
         critic_loss = (rel + cfg.bellman_coef * bell_critic).sum()
 
-        self.critic.requires_grad_(False)
-        bell_model = bellman(next_obs, rew)
-        self.critic.requires_grad_(True)
+        bell_model = bellman_error(q.detach(), rew, term, q_next_target, q_next, cfg.gamma, w)
         m = self.dyn.model
         fit_mean, fit_logvar = m(m.normalize(real.obs, real.act))
         fit = model_fit_error(fit_mean[0], fit_logvar[0], targets_of(real), self.v_max)
@@ -230,31 +235,37 @@ class ARMORAgent:
         }
         return critic_loss, model_loss, metrics
 
+    def backward(self, critic_loss: torch.Tensor, model_loss: torch.Tensor) -> None:
+        """Accumulate d critic_loss / d critics into the critics' ``.grad`` and d model_loss / d model into
+        the model's: each loss is differentiated in its own player's weights only (the other player is held
+        fixed, as in the game's alternating best responses), through the passes the two losses share."""
+        torch.autograd.backward(critic_loss, inputs=self._critic_params, retain_graph=True)
+        torch.autograd.backward(model_loss, inputs=self._model_params)
+
     def update(self, real: Batch, model: Batch, generator) -> dict:
         """One ARMOR iteration: critics and model step on their losses, then actor and temperature."""
         critic_loss, model_loss, metrics = self.losses(real, model, generator)
-        self.critic_opt.zero_grad(set_to_none=True)
-        self.model_opt.zero_grad(set_to_none=True)
-        (critic_loss + model_loss).backward()  # disjoint parameters: one backward serves both
-        self.critic_opt.step()
-        self.model_opt.step()
+        clear_grads(self.critic_opt)
+        clear_grads(self.model_opt)
+        self.backward(critic_loss, model_loss)
+        adam_step(self.critic_opt)
+        adam_step(self.model_opt)
 
         obs = torch.cat([real.obs, model.obs], 0)
         act, logp = self.actor(obs, generator)
         alpha = self.log_alpha.exp().detach()
-        self.critic.requires_grad_(False)
-        f1 = self.critic(obs, act)[0]  # the actor maximises f1 (ATAC); f1(s, pi_ref(s)) has no pi-gradient
-        self.critic.requires_grad_(True)
+        # The actor maximises f1 (ATAC) with the critics just updated; f1(s, pi_ref(s)) has no pi-gradient.
+        f1 = self.critic(obs, act)[0]
         actor_loss = (alpha * logp - f1).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
+        clear_grads(self.actor_opt)
+        torch.autograd.backward(actor_loss, inputs=self._actor_params)
+        adam_step(self.actor_opt)
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        self.alpha_opt.zero_grad(set_to_none=True)
+        clear_grads(self.alpha_opt)
         alpha_loss.backward()
-        self.alpha_opt.step()
+        adam_step(self.alpha_opt)
         with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.cfg.tau)
+            torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
         metrics.update(
             {"train/actor_loss": actor_loss.detach(), "train/alpha": alpha, "train/entropy": -logp.detach().mean()}
         )

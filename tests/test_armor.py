@@ -66,28 +66,75 @@ def _batch(n, seed):
     )
 
 
-@pytest.mark.parametrize("term", ["bellman", "fit"])
-def test_model_gradient_comes_from_both_terms(term):
-    agent = _agent(model_fit_coef=0.0 if term == "bellman" else 1.0, bellman_coef=1.0)
-    g = torch.Generator().manual_seed(3)
+def _separate_pass_grads(agent, real, model, generator):
+    """The losses written the plain way, one set of passes per loss with the other player frozen or
+    detached (the implementation before the shared passes): the reference for ``ARMORAgent.backward``."""
+    cfg = agent.cfg
+    batch = armor.cat_batches(real, model)
+    with torch.no_grad():
+        a_pi, _ = agent.actor(batch.obs, generator)
+        a_ref = agent.reference.act(batch.obs, deterministic=True)
+    noise = torch.randn(batch.obs.shape[0], batch.obs.shape[1] + 1, generator=generator)
+    next_obs, rew, term, _, _ = agent.model_step(batch.obs, batch.act, noise)
+    with torch.no_grad():
+        a_next, _ = agent.actor(next_obs, generator)
+
+    def bellman(n_obs, r):
+        q = agent.critic(batch.obs, batch.act)
+        return armor.bellman_error(
+            q, r, term, agent.critic_target(n_obs, a_next), agent.critic(n_obs, a_next), cfg.gamma, cfg.residual_weight
+        )
+
+    rel = armor.relative_pessimism(agent.critic(batch.obs, a_pi), agent.critic(batch.obs, a_ref))
+    critic_loss = (rel + cfg.bellman_coef * bellman(next_obs.detach(), rew.detach())).sum()
+    agent.critic.requires_grad_(False)
+    bell_model = bellman(next_obs, rew)
+    agent.critic.requires_grad_(True)
+    m = agent.dyn.model
+    fit_mean, fit_logvar = m(m.normalize(real.obs, real.act))
+    fit = armor.model_fit_error(fit_mean[0], fit_logvar[0], armor.targets_of(real), agent.v_max)
+    model_loss = cfg.bellman_coef * (bell_model.sum() + cfg.model_fit_coef * fit)
+    params = [*agent.critic.parameters(), *m.parameters()]
+    for p in params:
+        p.grad = None
+    (critic_loss + model_loss).backward()
+    grads = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    return critic_loss.detach(), model_loss.detach(), grads
+
+
+def test_shared_passes_give_each_player_its_own_gradient():
+    agent = _agent(model_fit_coef=0.7)
     real, model = _batch(6, 1), _batch(6, 2)
-    critic_loss, model_loss, _ = agent.losses(real, model, g)
-    if term == "fit":
-        # Isolate the fit term: the model loss minus its Bellman part, recomputed with the same draws.
-        agent2 = _agent(model_fit_coef=0.0, bellman_coef=1.0)
-        agent2.dyn.model.load_state_dict(agent.dyn.model.state_dict())
-        agent2.critic.load_state_dict(agent.critic.state_dict())
-        agent2.critic_target.load_state_dict(agent.critic_target.state_dict())
-        agent2.actor.load_state_dict(agent.actor.state_dict())
-        _, bell_only, _ = agent2.losses(real, model, torch.Generator().manual_seed(3))
-        model_loss = model_loss - bell_only.detach()
-    model_loss.backward()
-    grads = [p.grad for p in agent.dyn.model.layers.parameters()]
-    assert all(gr is not None for gr in grads) and sum(gr.abs().sum() for gr in grads) > 0
-    # The critics get no gradient from the model's loss (their weights are frozen there).
-    assert all(p.grad is None for p in agent.critic.parameters())
-    critic_loss.backward()
-    assert all(p.grad is not None for p in agent.critic.parameters())
+    want_critic, want_model, want = _separate_pass_grads(agent, real, model, torch.Generator().manual_seed(3))
+    critic_loss, model_loss, _ = agent.losses(real, model, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(critic_loss, want_critic)
+    torch.testing.assert_close(model_loss, want_model)
+    agent.backward(critic_loss, model_loss)
+    got = [p.grad for p in [*agent.critic.parameters(), *agent.dyn.model.parameters()]]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    # Nothing leaks to the actor, the target critics or the reference.
+    for net in (agent.actor, agent.critic_target, agent.reference):
+        assert all(p.grad is None for p in net.parameters())
+
+
+def test_model_gradient_comes_from_both_terms():
+    real, model = _batch(6, 1), _batch(6, 2)
+
+    def model_grads(model_fit_coef):
+        agent = _agent(model_fit_coef=model_fit_coef, bellman_coef=1.0)  # same seed: same weights
+        critic_loss, model_loss, _ = agent.losses(real, model, torch.Generator().manual_seed(3))
+        agent.backward(critic_loss, model_loss)
+        assert all(p.grad is not None for p in agent.critic.parameters())
+        return torch.cat([p.grad.flatten() for p in agent.dyn.model.layers.parameters()])
+
+    bellman_only, with_fit = model_grads(0.0), model_grads(1.0)
+    assert bellman_only.abs().sum() > 0  # the Bellman term alone moves the model
+    # The fit term adds its own gradient: its share is the difference, nonzero.
+    assert (with_fit - bellman_only).abs().sum() > 1e-3 * with_fit.abs().sum()
 
 
 def test_update_moves_critic_model_and_actor():
