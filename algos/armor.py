@@ -52,6 +52,7 @@ from engine.data import DATASETS
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, targets_of
 from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, clear_grads, make_adam
 from engine.rollout import RolloutConfig
+from engine.sac import temperature_loss
 from engine.termination import termination_params
 from engine.trainer import ModelBasedConfig, train_model_based
 
@@ -260,7 +261,7 @@ class ARMORAgent:
         clear_grads(self.actor_opt)
         torch.autograd.backward(actor_loss, inputs=self._actor_params)
         adam_step(self.actor_opt)
-        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        alpha_loss = temperature_loss(self.log_alpha, logp, self.target_entropy)
         clear_grads(self.alpha_opt)
         alpha_loss.backward()
         adam_step(self.alpha_opt)

@@ -37,6 +37,7 @@ from engine.cli import run_cli
 from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir
 from engine.nets import TanhGaussianActor
+from engine.sac import temperature_loss
 from engine.trainer import DEFAULT_DATASET
 
 
@@ -144,7 +145,7 @@ def fit_bc(
         loss.backward()
         opt.step()
         if objective == "likelihood":
-            alpha_loss = -(log_alpha * (log_pi.detach() + target_entropy)).mean()
+            alpha_loss = temperature_loss(log_alpha, log_pi, target_entropy)
             alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
             alpha_opt.step()

@@ -31,6 +31,18 @@ from engine.buffer import Batch
 from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, clear_grads, make_adam
 
 
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """SAC's automatic temperature objective (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and
+    Applications", Eq. 18), written in log alpha as common implementations do:
+    ``-mean(log_alpha * (log_prob + target_entropy))``, a 0-d tensor.
+
+    ``log_alpha``: 0-d, requires grad; ``log_prob: [B]`` log pi(a|s) of fresh policy samples (detached here);
+    ``target_entropy``: the entropy floor, -|A| by default. Minimising it raises alpha while the policy's
+    entropy is below the target and lowers it above.
+    """
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+
+
 @dataclass(frozen=True)
 class SACConfig:
     """SAC hyperparameters (defaults: Haarnoja et al. 2018, Table 1; MOPO's official code)."""
@@ -117,7 +129,7 @@ class SAC:
         clear_grads(self.actor_opt)
         actor_loss.backward()
         adam_step(self.actor_opt)
-        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        alpha_loss = temperature_loss(self.log_alpha, logp, self.target_entropy)
         clear_grads(self.alpha_opt)
         alpha_loss.backward()
         adam_step(self.alpha_opt)

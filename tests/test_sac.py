@@ -2,11 +2,12 @@
 
 import math
 
+import pytest
 import torch
 
 from engine.buffer import Batch
 from engine.nets import TanhGaussianActor, adam_step, make_adam
-from engine.sac import SAC, SACConfig
+from engine.sac import SAC, SACConfig, temperature_loss
 
 
 def test_tanh_gaussian_log_prob_matches_change_of_variables():
@@ -142,3 +143,15 @@ def test_adam_step_is_opt_step():
     for p, q in zip(a, b):
         assert torch.equal(p, q)
         assert all(torch.equal(opt_a.state[p][k], opt_b.state[q][k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+
+
+def test_temperature_loss_hand_computation_and_direction():
+    log_alpha = torch.tensor(0.3, requires_grad=True)
+    log_prob = torch.tensor([1.0, 2.0, 4.0], requires_grad=True)
+    loss = temperature_loss(log_alpha, log_prob, target_entropy=-2.0)
+    assert loss.item() == pytest.approx(-0.3 * ((1.0 - 2.0) + (2.0 - 2.0) + (4.0 - 2.0)) / 3)
+    loss.backward()
+    assert log_alpha.grad.item() == pytest.approx(-(1.0 / 3))
+    assert log_prob.grad is None  # the policy gets nothing from the temperature's loss
+    # Entropy -mean(log_prob) = -7/3 is below the target -2: a gradient step raises alpha.
+    assert log_alpha.grad.item() < 0
