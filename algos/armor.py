@@ -208,7 +208,7 @@ class ARMORAgent:
             a_pi, _ = self.actor(batch.obs, generator)
             a_ref = self.reference.act(batch.obs, deterministic=True)
         noise = torch.randn(n, batch.obs.shape[1] + 1, generator=generator, device=batch.obs.device)
-        next_obs, rew, term, _, _ = self.model_step(batch.obs, batch.act, noise)
+        next_obs, rew, term, mean, logvar = self.model_step(batch.obs, batch.act, noise)
         with torch.no_grad():
             a_next, _ = self.actor(next_obs, generator)
 
@@ -221,9 +221,9 @@ class ARMORAgent:
         critic_loss = (rel + cfg.bellman_coef * bell_critic).sum()
 
         bell_model = bellman_error(q.detach(), rew, term, q_next_target, q_next, cfg.gamma, w)
-        m = self.dyn.model
-        fit_mean, fit_logvar = m(m.normalize(real.obs, real.act))
-        fit = model_fit_error(fit_mean[0], fit_logvar[0], targets_of(real), self.v_max)
+        # E_D(M) on the real rows, which lead D_M's batch: the model's outputs there are already computed.
+        fit_mean, fit_logvar = mean[: real.obs.shape[0]], logvar[: real.obs.shape[0]]
+        fit = model_fit_error(fit_mean, fit_logvar, targets_of(real), self.v_max)
         model_loss = cfg.bellman_coef * (bell_model.sum() + cfg.model_fit_coef * fit)
         metrics = {
             "train/relative_pessimism": rel.detach().mean(),
@@ -231,7 +231,7 @@ class ARMORAgent:
             "train/model_fit_error": fit.detach(),
             # How far the adversarial model's reward has moved from the data's (the fit term anchors it only
             # through (r_M - r)^2 / V_max^2): RMSE on this real minibatch, in reward units.
-            "train/model_reward_rmse": (fit_mean[0, :, -1].detach() - real.rew).pow(2).mean().sqrt(),
+            "train/model_reward_rmse": (fit_mean[:, -1].detach() - real.rew).pow(2).mean().sqrt(),
             "train/critic_loss": critic_loss.detach(),
         }
         return critic_loss, model_loss, metrics
@@ -256,7 +256,7 @@ class ARMORAgent:
         act, logp = self.actor(obs, generator)
         alpha = self.log_alpha.exp().detach()
         # The actor maximises f1 (ATAC) with the critics just updated; f1(s, pi_ref(s)) has no pi-gradient.
-        f1 = self.critic(obs, act)[0]
+        f1 = self.critic(obs, act, members=slice(0, 1))[0]
         actor_loss = (alpha * logp - f1).mean()
         clear_grads(self.actor_opt)
         torch.autograd.backward(actor_loss, inputs=self._actor_params)

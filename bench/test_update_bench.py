@@ -73,3 +73,43 @@ def test_update_throughput(benchmark, bench_updates, bench_threads):
     res = benchmark.pedantic(time_interleaved, args=(fns, num, BLOCK), rounds=1, iterations=1)
     report_ratio(benchmark, res, "updates_per_s", bench_threads, batch_size=B, updates=num)
     assert all(math.isfinite(float(v)) for v in metrics.values())
+
+
+def test_armor_update_throughput(benchmark, bench_updates, bench_threads):
+    """ARMOR's iteration (``algos.armor.ARMORAgent.update``: critics, adversarial model, actor, temperature)
+    at its default sizes (batch 128 real + 128 model rows, 3x256 actor and critics, a 4x200 model) against
+    the same iteration written plainly (``bench/plain_armor.py``: a set of critic passes per loss)."""
+    from algos.armor import ARMORAgent, Config
+    from bench.plain_armor import PlainARMORAgent
+    from engine.dynamics import EnsembleDynamics
+    from engine.nets import TanhGaussianActor
+
+    cfg = Config()
+    batches = random_batches(8, seed=0)
+    halves = [(Batch(*(t[: B // 2] for t in b)), Batch(*(t[B // 2 :] for t in b))) for b in batches]
+    torch.manual_seed(0)
+    reference = TanhGaussianActor(D, A, cfg.hidden_dims)
+    bounds = (torch.full((D,), -torch.inf), torch.full((D,), torch.inf))
+    agents = {
+        name: cls(reference, EnsembleDynamics(D, A, cfg.dynamics), cfg, 1000.0, *bounds)
+        for name, cls in (("simloop", ARMORAgent), ("plain", PlainARMORAgent))
+    }
+    g = torch.Generator().manual_seed(1)
+    step = {"simloop": 0, "plain": 0}
+    metrics = {}
+
+    def make(name):
+        def fn():
+            metrics.update(agents[name].update(*halves[step[name] % 8], g))
+            step[name] += 1
+
+        return fn
+
+    fns = {name: make(name) for name in agents}
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    num = bench_updates if not benchmark.disabled else min(bench_updates, 2 * BLOCK)
+    res = benchmark.pedantic(time_interleaved, args=(fns, num // 2, BLOCK // 2), rounds=1, iterations=1)
+    report_ratio(benchmark, res, "updates_per_s", bench_threads, batch_size=B, updates=num // 2)
+    assert all(math.isfinite(float(v)) for v in metrics.values())

@@ -1,6 +1,7 @@
 """ARMOR and BC: losses against hand computations, gradient paths of the adversarial model, smoke
 runs, reference loading and bad config."""
 
+import copy
 import json
 from dataclasses import replace
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from algos import armor, bc
+from bench.plain_armor import PlainARMORAgent
 from engine import data as datasets
 from engine.behavior import save_policy
 from engine.buffer import Batch
@@ -66,55 +68,26 @@ def _batch(n, seed):
     )
 
 
-def _separate_pass_grads(agent, real, model, generator):
-    """The losses written the plain way, one set of passes per loss with the other player frozen or
-    detached (the implementation before the shared passes): the reference for ``ARMORAgent.backward``."""
-    cfg = agent.cfg
-    batch = armor.cat_batches(real, model)
-    with torch.no_grad():
-        a_pi, _ = agent.actor(batch.obs, generator)
-        a_ref = agent.reference.act(batch.obs, deterministic=True)
-    noise = torch.randn(batch.obs.shape[0], batch.obs.shape[1] + 1, generator=generator)
-    next_obs, rew, term, _, _ = agent.model_step(batch.obs, batch.act, noise)
-    with torch.no_grad():
-        a_next, _ = agent.actor(next_obs, generator)
-
-    def bellman(n_obs, r):
-        q = agent.critic(batch.obs, batch.act)
-        return armor.bellman_error(
-            q, r, term, agent.critic_target(n_obs, a_next), agent.critic(n_obs, a_next), cfg.gamma, cfg.residual_weight
-        )
-
-    rel = armor.relative_pessimism(agent.critic(batch.obs, a_pi), agent.critic(batch.obs, a_ref))
-    critic_loss = (rel + cfg.bellman_coef * bellman(next_obs.detach(), rew.detach())).sum()
-    agent.critic.requires_grad_(False)
-    bell_model = bellman(next_obs, rew)
-    agent.critic.requires_grad_(True)
-    m = agent.dyn.model
-    fit_mean, fit_logvar = m(m.normalize(real.obs, real.act))
-    fit = armor.model_fit_error(fit_mean[0], fit_logvar[0], armor.targets_of(real), agent.v_max)
-    model_loss = cfg.bellman_coef * (bell_model.sum() + cfg.model_fit_coef * fit)
-    params = [*agent.critic.parameters(), *m.parameters()]
-    for p in params:
-        p.grad = None
-    (critic_loss + model_loss).backward()
-    grads = [p.grad.clone() for p in params]
-    for p in params:
-        p.grad = None
-    return critic_loss.detach(), model_loss.detach(), grads
-
-
 def test_shared_passes_give_each_player_its_own_gradient():
-    agent = _agent(model_fit_coef=0.7)
+    """The restricted backward over shared passes gives the critics and the model exactly the gradients
+    of the plain formulation (one set of passes per loss, the other player detached or frozen)."""
     real, model = _batch(6, 1), _batch(6, 2)
-    want_critic, want_model, want = _separate_pass_grads(agent, real, model, torch.Generator().manual_seed(3))
-    critic_loss, model_loss, _ = agent.losses(real, model, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(critic_loss, want_critic)
-    torch.testing.assert_close(model_loss, want_model)
-    agent.backward(critic_loss, model_loss)
-    got = [p.grad for p in [*agent.critic.parameters(), *agent.dyn.model.parameters()]]
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
+    agent = _agent(model_fit_coef=0.7)
+    plain = PlainARMORAgent(
+        agent.reference, copy.deepcopy(agent.dyn), agent.cfg, agent.v_max, agent.obs_low, agent.obs_high
+    )
+    plain.critic.load_state_dict(agent.critic.state_dict())
+    plain.critic_target.load_state_dict(agent.critic_target.state_dict())
+    losses = {}
+    grads = {}
+    for name, a in (("plain", plain), ("shared", agent)):
+        critic_loss, model_loss, _ = a.losses(real, model, torch.Generator().manual_seed(3))
+        a.backward(critic_loss, model_loss)
+        losses[name] = (critic_loss.detach(), model_loss.detach())
+        grads[name] = [p.grad for p in [*a.critic.parameters(), *a.dyn.model.parameters()]]
+    torch.testing.assert_close(losses["shared"], losses["plain"])
+    assert len(grads["shared"]) == len(grads["plain"])
+    for g, w in zip(grads["shared"], grads["plain"]):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
     # Nothing leaks to the actor, the target critics or the reference.
     for net in (agent.actor, agent.critic_target, agent.reference):
