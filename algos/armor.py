@@ -198,8 +198,9 @@ class ARMORAgent:
         model_loss = beta (sum_i E^w(f_i) + lambda E_D(M)), in the model's weights only (``backward``).
         Each critic pass is computed once: at s with the actions of pi, pi_ref and the data, and the live
         and target critics at s'_M. Both losses share these passes; ``backward`` routes each loss's
-        gradient to its own parameters. Written as separate, partly detached passes per loss, the losses
-        cost 8 critic forwards instead of 5 (the whole update, 9 vs 6: 10% more time, bench/RESULTS.md).
+        gradient to its own parameters. Written as separate, partly detached passes per loss
+        (bench/plain_armor.py), the losses cost 8 critic passes instead of 5 (bench/RESULTS.md: the whole
+        update with this and the other savings in ``update``, 1.28x faster).
         """
         cfg = self.cfg
         batch = cat_batches(real, model)
