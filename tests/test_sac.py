@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.buffer import Batch
-from engine.nets import TanhGaussianActor, adam_step, make_adam
+from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, make_adam
 from engine.sac import SAC, SACConfig, temperature_loss
 
 
@@ -155,3 +155,16 @@ def test_temperature_loss_hand_computation_and_direction():
     assert log_prob.grad is None  # the policy gets nothing from the temperature's loss
     # Entropy -mean(log_prob) = -7/3 is below the target -2: a gradient step raises alpha.
     assert log_alpha.grad.item() < 0
+
+
+def test_critic_members_slice_is_those_critics_alone():
+    torch.manual_seed(0)
+    critic = EnsembleCritic(5, 2, (16, 16), num_critics=3)
+    obs, act = torch.randn(7, 5), torch.rand(7, 2) * 2 - 1
+    full = critic(obs, act)  # [3, 7]
+    torch.testing.assert_close(critic(obs, act, members=slice(0, 1)), full[:1])
+    torch.testing.assert_close(critic(obs, act, members=slice(1, 3)), full[1:])
+    # Only the chosen critic's weights get a gradient.
+    critic(obs, act, members=slice(0, 1)).sum().backward()
+    w = critic.net.hidden[0].weight.grad
+    assert w[0].abs().sum() > 0 and torch.all(w[1:] == 0)
