@@ -212,12 +212,14 @@ def test_bc_and_armor_smoke_runs_with_a_saved_reference(tiny_dataset, tmp_path):
         rollout=tiny_rollout(),
         hidden_dims=(32,),
         reference=str(tmp_path / "bc" / "policy.pt"),
+        critic_pretrain_updates=20,
         **{**TINY_RUN, "dynamics": replace(TINY_RUN["dynamics"], num_members=1, num_elites=1)},
     )
     armor.train(cfg)
     summary = json.loads((tmp_path / "armor" / "summary.json").read_text())
     assert summary["algo"] == "armor" and summary["num_updates"] == 40
-    assert "train/relative_pessimism" in (tmp_path / "armor" / "metrics.csv").read_text().splitlines()[0]
+    header = (tmp_path / "armor" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/relative_pessimism" in header and "pretrain/bellman_error" in header
 
 
 def test_bad_config_and_reference(tiny_dataset, tmp_path):
@@ -244,3 +246,44 @@ def test_bad_config_and_reference(tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="reference .* has dims"), pytest.warns(UserWarning, match="objective 'mse'"):
         armor.train(cfg)
     assert set(datasets.DATASETS) <= set(armor.PRESETS) and set(datasets.DATASETS) <= set(bc.PRESETS)
+
+
+def test_critic_pretraining_fits_the_reference_value_and_runs_once():
+    """With gamma = 0 the reference's value is the reward itself: after pretraining both critics predict
+    r(s, a) on the data. The first update pretrains, the actor is untouched by it, and the flag survives a
+    checkpoint round trip so a resumed run does not pretrain again."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    n = 2_000
+    obs, act = torch.randn(n, 4, generator=g), torch.rand(n, 2, generator=g) * 2 - 1
+    rew = obs[:, 0] - 0.5 * act[:, 1]
+    real = Batch(obs, act, rew, torch.randn(n, 4, generator=g), torch.zeros(n))
+    cfg = armor.Config(
+        hidden_dims=(32, 32),
+        gamma=0.0,
+        batch_size=64,
+        critic_pretrain_updates=1_500,
+        progress=False,
+        dynamics=DynamicsConfig(num_members=1, num_elites=1, hidden_dim=16, num_layers=1, weight_decays=(1e-5, 1e-5)),
+    )
+    bounds = (torch.full((4,), -torch.inf), torch.full((4,), torch.inf))
+    ref = TanhGaussianActor(4, 2, (32, 32))
+    agent = armor.ARMORAgent(ref, EnsembleDynamics(4, 2, cfg.dynamics), cfg, 10.0, *bounds, real=real)
+    with torch.no_grad():
+        before = ((agent.critic(obs, act) - rew) ** 2).mean().sqrt()
+    actor_before = [p.clone() for p in agent.actor.parameters()]
+    metrics = agent.pretrain_critics(torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        after = ((agent.critic(obs, act) - rew) ** 2).mean(-1).sqrt()  # per critic
+    assert (after < 0.15 * rew.std()).all(), (before, after)
+    assert metrics["pretrain/bellman_error"] < 0.05 * rew.var()
+    assert all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+
+    fresh = armor.ARMORAgent(ref, EnsembleDynamics(4, 2, cfg.dynamics), cfg, 10.0, *bounds, real=real)
+    assert not fresh.critics_pretrained
+    out = fresh.update(_batch(8, 4), _batch(8, 5), torch.Generator().manual_seed(6))
+    assert fresh.critics_pretrained and "pretrain/bellman_error" in out
+    assert "pretrain/bellman_error" not in fresh.update(_batch(8, 4), _batch(8, 5), torch.Generator().manual_seed(7))
+    resumed = armor.ARMORAgent(ref, EnsembleDynamics(4, 2, cfg.dynamics), cfg, 10.0, *bounds, real=real)
+    resumed.load_state_dict(fresh.state_dict())
+    assert resumed.critics_pretrained
