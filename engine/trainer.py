@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +187,14 @@ def train_model_based(
     step, prior_wall = 0, 0.0
     if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
-        model_buffer.load_state_dict(ckpt["model_buffer"])
+        if "model_buffer" in ckpt:
+            model_buffer.load_state_dict(ckpt["model_buffer"])
+        else:  # a slim checkpoint (``slim_checkpoint``): the loop's first rollout phase refills the buffer
+            warnings.warn(
+                f"{ckpt_path} holds no model buffer (a slim checkpoint): the run continues from one fresh "
+                f"rollout phase instead of the last {cfg.model_retain_rollouts}",
+                stacklevel=2,
+            )
         gen.set_state(ckpt["gen"])
         step, prior_wall = ckpt["step"], ckpt["wall_s"]
 
@@ -267,3 +275,28 @@ def train_model_based(
     save_checkpoint(wall)
     logger.close()
     return summary
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy a run's ``checkpoint.pt`` without its model buffer (ARMOR on HalfCheetah: 218 MB -> ~9 MB), so that a
+    long run can be carried to another machine (or kept in a repository) and continued there with
+    ``--resume``: put the file as ``checkpoint.pt`` in a run directory. The agent, its optimisers, the random
+    generator and the step are kept; the resumed run starts with one fresh rollout phase in the model buffer
+    instead of the last ``model_retain_rollouts``. Returns ``dst``.
+
+    Raises:
+        FileNotFoundError: no file at ``src``.
+        ValueError: ``src`` is not a training checkpoint of this loop (no ``agent`` / ``step``).
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FileNotFoundError(f"no checkpoint at {src}")
+    ckpt = torch.load(src, weights_only=False)
+    if not isinstance(ckpt, dict) or not {"cfg", "agent", "gen", "step"} <= set(ckpt):
+        raise ValueError(f"{src} is not a training checkpoint (expected the keys cfg, agent, gen, step)")
+    ckpt.pop("model_buffer", None)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(dst)
+    return dst

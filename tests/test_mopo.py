@@ -142,3 +142,26 @@ def test_cli_checkpoint_loads_from_any_entry_point(tiny_dataset, tmp_path):
     ckpt["cfg"] = replace(ckpt["cfg"], num_updates=30)
     torch.save(ckpt, out / "checkpoint.pt")
     assert mopo.train(ckpt["cfg"], resume=str(out))["num_updates"] == 30
+
+
+def test_a_slim_checkpoint_resumes_with_a_fresh_rollout_phase(tiny_dataset, tmp_path):
+    from engine.trainer import slim_checkpoint
+
+    cfg = tiny_config(tiny_dataset, tmp_path / "run", num_updates=20, checkpoint_interval=10)
+    mopo.train(cfg)
+    full = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    slim_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "moved" / "checkpoint.pt")
+    slim = torch.load(tmp_path / "moved" / "checkpoint.pt", weights_only=False)
+    assert "model_buffer" not in slim and slim["step"] == full["step"] == 20
+    for k, v in full["agent"]["actor"].items():
+        assert torch.equal(v, slim["agent"]["actor"][k])
+    slim["cfg"] = replace(slim["cfg"], num_updates=30)
+    torch.save(slim, tmp_path / "moved" / "checkpoint.pt")
+    with pytest.warns(UserWarning, match="no model buffer"):
+        summary = mopo.train(cfg, resume=str(tmp_path / "moved"))
+    assert summary["num_updates"] == 30
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        slim_checkpoint(tmp_path / "nowhere.pt", tmp_path / "x.pt")
+    torch.save({"not": "a checkpoint"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        slim_checkpoint(tmp_path / "other.pt", tmp_path / "x.pt")
