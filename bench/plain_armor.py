@@ -17,7 +17,8 @@ from engine.sac import temperature_loss
 
 
 class PlainARMORAgent(ARMORAgent):
-    """``ARMORAgent`` with the plain update: 9 critic forwards per iteration instead of 6."""
+    """``ARMORAgent`` with the plain update: 9 passes of both critics per iteration, where ``ARMORAgent`` makes 5
+    and one pass of f1 alone."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
