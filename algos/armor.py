@@ -296,9 +296,15 @@ class ARMORAgent:
         torch.autograd.backward(critic_loss, inputs=self._critic_params, retain_graph=True)
         torch.autograd.backward(model_loss, inputs=self._model_params)
 
+    def prepare(self, generator, progress: bool = False) -> dict:
+        """The trainer's step before the loop (``engine.trainer.Agent``): pretrain the critics unless that
+        is done or disabled; returns ``pretrain_critics``'s metrics, or ``{}`` when there was nothing to do."""
+        return {} if self.critics_pretrained else self.pretrain_critics(generator, progress)
+
     def update(self, real: Batch, model: Batch, generator) -> dict:
         """One ARMOR iteration: critics and model step on their losses, then actor and temperature. The
-        first call first pretrains the critics (``pretrain_critics``) unless that is done or disabled."""
+        first call first pretrains the critics (``pretrain_critics``) unless that is done or disabled (the
+        trainer does it before its loop, ``prepare``; this covers an agent driven by hand)."""
         pretrain = {} if self.critics_pretrained else self.pretrain_critics(generator, self.cfg.progress)
         critic_loss, model_loss, metrics = self.losses(real, model, generator)
         metrics.update(pretrain)
@@ -382,7 +388,8 @@ def make_agent(data, cfg: Config, dev, dyn: EnsembleDynamics) -> ARMORAgent:
 
 
 def train(cfg: Config, resume: str | None = None) -> dict:
-    """Run ARMOR; returns the summary (also ``<out>/summary.json``). Raises ValueError on bad input.
+    """Run ARMOR; returns the summary (also ``<out>/summary.json``). Raises ValueError on bad input,
+    FileExistsError when ``cfg.out`` already holds a run and ``resume`` is not given.
 
     The dynamics cache holds the MLE pre-trained model; the adversarially updated model is part of
     the run's checkpoint, never written back to the cache.

@@ -159,7 +159,8 @@ def train(cfg: Config, resume: str | None = None) -> dict:
     (``engine.behavior.load_policy`` reads it; ``algos.armor --reference`` takes it).
 
     Raises ValueError for an unknown dataset id, bad config values, or ``resume`` (BC runs take
-    minutes and keep no checkpoints: rerun instead).
+    minutes and keep no checkpoints: rerun instead), FileExistsError when ``cfg.out`` already holds a
+    run's ``metrics.csv``.
     """
     if resume is not None:
         raise ValueError("BC runs keep no checkpoints (they take minutes); rerun without --resume")

@@ -136,7 +136,8 @@ def combo_update(agent: SAC, real: Batch, model: Batch, generator, cfg: Config) 
 
 
 def train(cfg: Config, resume: str | None = None) -> dict:
-    """Run COMBO; returns the summary (also ``<out>/summary.json``). Raises ValueError on bad input."""
+    """Run COMBO; returns the summary (also ``<out>/summary.json``). Raises ValueError on bad input,
+    FileExistsError when ``cfg.out`` already holds a run and ``resume`` is not given."""
     return train_model_based(
         "combo",
         cfg,

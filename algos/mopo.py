@@ -77,7 +77,8 @@ def train(cfg: Config, resume: str | None = None) -> dict:
     """Run MOPO; returns the summary dict (also written to ``<out>/summary.json``).
 
     With ``resume`` (a run directory), the run continues from its last checkpoint with its own
-    saved config. Raises ValueError for an unknown dataset id or bad config values.
+    saved config. Raises ValueError for an unknown dataset id or bad config values, FileExistsError
+    when ``cfg.out`` already holds a run and ``resume`` is not given.
     """
     return train_model_based(
         "mopo", cfg, lambda data, c, dev, dyn: SAC(data.obs_dim, data.act_dim, c.sac, dev), mopo_update, resume

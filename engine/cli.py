@@ -70,7 +70,7 @@ def run_cli(train, presets: dict, prog: str, description: str | None, argv: list
     try:
         cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, presets, prog, description)
         summary = train(cfg, resume)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         if argv is not None:  # called as a library: let the caller handle it
             raise
         sys.exit(f"{prog}: error: {e}")  # bad input from the command line: the message, status 1

@@ -17,23 +17,8 @@ import numpy as np
 import tyro
 
 from engine import behavior, data
-
-D4RL_SOURCES: dict[str, str] = {}
-"""Citation of each source label used in ``D4RL_DATASET_SCORES`` (label -> URL or repository + path)."""
-
-D4RL_DATASET_SCORES: dict[tuple[str, str], tuple[float, str]] = {}
-"""D4RL normalised score (x100, D4RL's reference returns) of the mean episode return of the D4RL ``-v2``
-dataset of the same name, keyed by ``(env, level)``: ``(score, source label)``, the label a key of
-``D4RL_SOURCES``. A figure goes in only once read in a citable public source (URL, or repository and
-path); a missing key renders as "-" in ``list --markdown``.
-
-Empty for now: no citable source was found. Searched public code, documentation, web pages and GitHub
-issues (D4RL's repository and issue threads, the TFDS D4RL catalogue, Minari's and robomimic's docs,
-decision-transformer and its forks); the only per-dataset mean returns of the D4RL -v2 datasets found
-were pasted outputs of decision-transformer's ``download_d4rl_datasets.py`` in files whose repository
-the search index did not name. Add entries as ``{("halfcheetah", "medium"): (40.7, "label")}`` with
-``D4RL_SOURCES["label"] = "<URL or owner/repo:path>"``.
-"""
+from engine.data import D4RL_DATASETS, D4RL_SOURCES
+from engine.envs import get_env_spec
 
 
 @dataclass(frozen=True)
@@ -133,14 +118,17 @@ def rows(scores: bool = True) -> list[dict]:
 
 
 def d4rl_figure(dataset_id: str) -> str:
-    """``D4RL_DATASET_SCORES`` entry of the D4RL dataset named like a simloop id, as ``"40.7 [label]"``;
-    "-" for other ids and where no figure was found."""
+    """The D4RL dataset of the same name as a simloop id (``D4RL_DATASETS``), as
+    ``"40.7 (4770.3 ± 355.8) [label]"``: its mean return's normalised score, then mean ± std return;
+    "-" for ids that are not simloop recipes or have no figure."""
     recipe = data.DATASETS.get(dataset_id)
-    entry = D4RL_DATASET_SCORES.get((recipe.env, recipe.level)) if recipe is not None else None
+    entry = D4RL_DATASETS.get((recipe.env, recipe.level)) if recipe is not None else None
     if entry is None:
         return "-"
-    score, label = entry
-    return f"{score:.1f} [{label}]"
+    mean, std, _, label = entry
+    spec = get_env_spec(recipe.env)
+    score = 100 * (mean - spec.ref_min_score) / (spec.ref_max_score - spec.ref_min_score)
+    return f"{score:.1f} ({mean:.1f} ± {std:.1f}) [{label}]"
 
 
 def _fmt(x: float | int | None, spec: str) -> str:
@@ -151,7 +139,7 @@ def markdown_table(table: list[dict]) -> str:
     """``rows()`` as a GitHub Markdown table, followed by the D4RL figures' sources (if any)."""
     lines = [
         "| dataset id | transitions | episodes | return (mean ± std) | normalised score | "
-        "D4RL dataset figure (same name) |",
+        "D4RL -v2 dataset of the same name: score (return) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in table:
@@ -167,7 +155,7 @@ def markdown_table(table: list[dict]) -> str:
                 ret = f"error: {r['error']}".replace("|", "\\|")
         score = _fmt(r["behavior_score"], ".1f")
         lines.append(f"| `{r['id']}` | {size} | {eps} | {ret} | {score} | {d4rl_figure(r['id'])} |")
-    used = sorted({label for _, label in D4RL_DATASET_SCORES.values()})
+    used = sorted({entry[-1] for entry in D4RL_DATASETS.values()})
     if used:
         lines += ["", "D4RL figures' sources:", ""]
         lines += [f"- [{label}] {D4RL_SOURCES[label]}" for label in used]

@@ -34,19 +34,38 @@ class RunLogger:
 
     ``log(step, metrics)`` takes floats or 0-d tensors; tensors are read here, at log time, so
     the training loop itself never synchronises with the host.
+
+    Args:
+        run_dir: the run's directory (created if missing).
+        resume_step: the step of the checkpoint a resumed run continues from. The rows of
+            ``metrics.csv`` up to it are kept; later ones (logged by the interrupted run after its last
+            checkpoint, and about to be logged again) are dropped, from the csv and from TensorBoard's
+            view (``SummaryWriter(purge_step=...)``), so each step appears once. ``None``
+            for a fresh run.
+    Raises:
+        FileExistsError: a fresh run (``resume_step=None``) in a directory that already holds a run
+            (``metrics.csv`` or ``checkpoint.pt``): nothing saved there is overwritten.
     """
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.dir / "metrics.csv"
+        if resume_step is None:
+            held = [n for n in ("metrics.csv", "checkpoint.pt") if (self.dir / n).exists()]
+            if held:
+                raise FileExistsError(
+                    f"{self.dir} already holds a run ({', '.join(held)}): continue it with --resume {self.dir}, "
+                    f"or pass another --out"
+                )
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
-        if self.csv_path.exists():
+        if resume_step is not None and self.csv_path.exists():
             with open(self.csv_path) as f:
-                self.rows = list(csv.DictReader(f))
-        self.tb = SummaryWriter(str(self.dir / "tb"))
+                self.rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]
+        # purge_step: TensorBoard drops the interrupted run's events after the checkpoint, as the csv does
+        self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, step: int, metrics: dict) -> dict[str, float]:
         values = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}

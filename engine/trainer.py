@@ -112,7 +112,11 @@ class Agent(Protocol):
     """What the loop needs of an algorithm's agent. An agent may also define
     ``rollout_policies(generator) -> list of (obs [N, D] -> act [N, A])``: the rollout batch is then
     split evenly among them (ARMOR rolls out its policy and the reference policy); by default the
-    loop rolls out ``actor``'s stochastic policy."""
+    loop rolls out ``actor``'s stochastic policy. It may define ``prepare(generator, progress) -> metrics``:
+    work before the first update (ARMOR's critic pretraining), run once before the loop and returning ``{}``
+    when there is nothing (left) to do; when it did work, the loop logs its metrics and ``perf/prepare_s``
+    at the current step and writes a checkpoint, so the work is kept and is not counted in the first
+    row's ``perf/updates_per_s``."""
 
     actor: TanhGaussianActor
 
@@ -144,6 +148,7 @@ def train_model_based(
     Raises:
         ValueError: unknown dataset id, bad config, a dataset from an unsupported env.
         FileNotFoundError: ``resume`` holds no checkpoint.
+        FileExistsError: a fresh run whose ``out`` already holds a run (``engine.logger.RunLogger``).
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -164,7 +169,7 @@ def train_model_based(
     env_name = data.env_name
     if env_name is None:
         raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
-    logger = RunLogger(run_dir)
+    logger = RunLogger(run_dir, resume_step=None if ckpt is None else ckpt["step"])
     if ckpt is None:
         logger.write_json("config.json", {"algo": algo, "command": " ".join(sys.argv), **dataclasses.asdict(cfg)})
 
@@ -217,6 +222,13 @@ def train_model_based(
         torch.save(state, tmp)
         tmp.replace(run_dir / "checkpoint.pt")
 
+    prepare = getattr(agent, "prepare", None)
+    if prepare is not None:
+        t0 = time.perf_counter()
+        prepared = prepare(gen, cfg.progress)
+        if prepared:
+            logger.log(step, {**prepared, "perf/prepare_s": time.perf_counter() - t0})
+            save_checkpoint(prior_wall + time.perf_counter() - t_start)
     sums: dict[str, torch.Tensor] = {}
     count = 0
     t_log = time.perf_counter()

@@ -2,6 +2,7 @@
 runs, reference loading and bad config."""
 
 import copy
+import csv
 import json
 from dataclasses import replace
 
@@ -218,8 +219,13 @@ def test_bc_and_armor_smoke_runs_with_a_saved_reference(tiny_dataset, tmp_path):
     armor.train(cfg)
     summary = json.loads((tmp_path / "armor" / "summary.json").read_text())
     assert summary["algo"] == "armor" and summary["num_updates"] == 40
-    header = (tmp_path / "armor" / "metrics.csv").read_text().splitlines()[0]
-    assert "train/relative_pessimism" in header and "pretrain/bellman_error" in header
+    with open(tmp_path / "armor" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert "train/relative_pessimism" in rows[0] and "pretrain/bellman_error" in rows[0]
+    # The pretraining ran before the loop: its own row at step 0 (with its duration), none in the updates' rows.
+    pretrain_rows = [r for r in rows if r["pretrain/bellman_error"]]
+    assert [r["step"] for r in pretrain_rows] == ["0"] and float(pretrain_rows[0]["perf/prepare_s"]) > 0
+    assert not pretrain_rows[0]["perf/updates_per_s"]
 
 
 def test_bad_config_and_reference(tiny_dataset, tmp_path):

@@ -28,7 +28,7 @@ def test_rows_report_returns_and_markdown_table(tiny_dataset, capsys, monkeypatc
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (
         "| dataset id | transitions | episodes | return (mean ± std) | normalised score | "
-        "D4RL dataset figure (same name) |"
+        "D4RL -v2 dataset of the same name: score (return) |"
     )
     line = next(x for x in out if x.startswith(f"| `{tiny_dataset}` |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
@@ -36,3 +36,16 @@ def test_rows_report_returns_and_markdown_table(tiny_dataset, capsys, monkeypatc
     assert cells[1:5] == ["600", "3", ret, f"{row['behavior_score']:.1f}"]
     assert all(f"| `{i}` |" in "\n".join(out) for i in data.DATASETS)
     assert any("not generated" in x for x in out if x.startswith("| `simloop/hopper/expert-v0` |"))
+
+
+def test_every_recipe_has_a_cited_d4rl_figure():
+    """Each registered recipe is shown next to the D4RL -v2 dataset of its name, scored with D4RL's reference
+    returns, and the table names the figures' source."""
+    assert datasets.d4rl_figure("simloop/halfcheetah/medium-v0") == "40.7 (4770.3 ± 355.8) [v2 logs]"
+    assert datasets.d4rl_figure("simloop/hopper/random-v0") == "1.2 (18.4 ± 17.5) [v2 logs]"
+    assert datasets.d4rl_figure("mujoco/halfcheetah/medium-v0") == "-"  # not a simloop recipe
+    for dataset_id, recipe in data.DATASETS.items():
+        assert datasets.d4rl_figure(dataset_id) != "-", dataset_id
+        assert datasets.D4RL_DATASETS[(recipe.env, recipe.level)][-1] in datasets.D4RL_SOURCES
+    table = datasets.markdown_table([])
+    assert "D4RL figures' sources:" in table and "YuweiYin/UBC_CPSC_533V" in table

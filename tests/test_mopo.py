@@ -53,10 +53,27 @@ def test_resume_continues_from_checkpoint(tiny_dataset, tmp_path):
     # Pretend the run was meant to go on: resume with a longer budget from the saved checkpoint.
     ckpt["cfg"] = replace(ckpt["cfg"], num_updates=30)
     torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
+    # ... and that it logged step 30 before it was killed, after its last checkpoint (step 20).
+    csv_path = tmp_path / "run" / "metrics.csv"
+    lines = csv_path.read_text().splitlines()
+    stale = "30" + ",-123.0" * (len(lines[0].split(",")) - 1)
+    csv_path.write_text("\n".join([*lines, stale]) + "\n")
     summary = mopo.train(cfg, resume=str(tmp_path / "run"))
     assert summary["num_updates"] == 30
-    steps = [int(r.split(",")[0]) for r in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]]
+    rows = csv_path.read_text().splitlines()[1:]
+    steps = [int(r.split(",")[0]) for r in rows]
     assert max(steps) == 30 and 10 in steps  # rows from before the resume are kept
+    # the interrupted run's row after the checkpoint is gone
+    assert stale not in rows and "-123.0" not in csv_path.read_text()
+
+
+def test_a_fresh_run_refuses_a_directory_holding_a_run(tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, tmp_path / "run", num_updates=20, checkpoint_interval=20)
+    mopo.train(cfg)
+    before = {n: (tmp_path / "run" / n).read_bytes() for n in ("checkpoint.pt", "metrics.csv", "config.json")}
+    with pytest.raises(FileExistsError, match=r"already holds a run \(metrics.csv, checkpoint.pt\).*--resume"):
+        mopo.train(cfg)
+    assert before == {n: (tmp_path / "run" / n).read_bytes() for n in before}  # nothing overwritten
 
 
 def test_presets_cover_the_dataset_registry():
