@@ -305,7 +305,7 @@ class ARMORAgent:
         """One ARMOR iteration: critics and model step on their losses, then actor and temperature. The
         first call first pretrains the critics (``pretrain_critics``) unless that is done or disabled (the
         trainer does it before its loop, ``prepare``; this covers an agent driven by hand)."""
-        pretrain = {} if self.critics_pretrained else self.pretrain_critics(generator, self.cfg.progress)
+        pretrain = self.prepare(generator, self.cfg.progress)
         critic_loss, model_loss, metrics = self.losses(real, model, generator)
         metrics.update(pretrain)
         clear_grads(self.critic_opt)
