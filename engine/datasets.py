@@ -18,7 +18,6 @@ import tyro
 
 from engine import behavior, data
 from engine.data import D4RL_DATASETS, D4RL_SOURCES
-from engine.envs import get_env_spec
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,7 @@ def d4rl_figure(dataset_id: str) -> str:
     if entry is None:
         return "-"
     mean, std, _, label = entry
-    spec = get_env_spec(recipe.env)
-    score = 100 * (mean - spec.ref_min_score) / (spec.ref_max_score - spec.ref_min_score)
+    score = data.normalized_score(dataset_id, mean)
     return f"{score:.1f} ({mean:.1f} ± {std:.1f}) [{label}]"
 
 
