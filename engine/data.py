@@ -62,27 +62,27 @@ D4RL_SOURCES: dict[str, str] = {
 }
 """Citation of each source label used in ``D4RL_DATASETS`` (label -> repository, path and commit)."""
 
-D4RL_DATASETS: dict[tuple[str, str], tuple[float, float, int, str]] = {
-    # (env, level): (mean episode return, std, transitions in complete episodes, source label)
-    ("halfcheetah", "random"): (-288.797119, 80.430679, 1_000_000, "v2 logs"),
-    ("halfcheetah", "medium"): (4770.334961, 355.750397, 1_000_000, "v2 logs"),
-    ("halfcheetah", "expert"): (10656.425781, 441.682709, 1_000_000, "v2 logs"),
-    ("halfcheetah", "medium-replay"): (3093.285645, 1680.693970, 202_000, "v2 logs"),
-    ("halfcheetah", "medium-expert"): (7713.380371, 2970.242432, 2_000_000, "v2 logs"),
-    ("hopper", "random"): (18.398905, 17.451160, 999_996, "v2 logs"),
-    ("hopper", "medium"): (1422.056152, 378.953705, 999_906, "v2 logs"),
-    ("hopper", "expert"): (3511.357666, 328.585968, 999_494, "v2 logs"),
-    ("hopper", "medium-replay"): (467.302032, 511.025604, 402_000, "v2 logs"),
-    ("hopper", "medium-expert"): (2089.878418, 1039.956909, 1_999_400, "v2 logs"),
-    ("walker2d", "random"): (1.871351, 5.812726, 999_997, "v2 logs"),
-    ("walker2d", "medium"): (2852.088379, 1095.443359, 999_995, "v2 logs"),
-    ("walker2d", "expert"): (4920.506836, 136.394943, 999_214, "v2 logs"),
-    ("walker2d", "medium-replay"): (682.701294, 895.955566, 302_000, "v2 logs"),
-    ("walker2d", "medium-expert"): (3796.571777, 1312.282593, 1_999_209, "v2 logs"),
+D4RL_DATASETS: dict[tuple[str, str], tuple[float, float, str]] = {
+    # (env, level): (mean episode return, std, source label)
+    ("halfcheetah", "random"): (-288.797119, 80.430679, "v2 logs"),
+    ("halfcheetah", "medium"): (4770.334961, 355.750397, "v2 logs"),
+    ("halfcheetah", "expert"): (10656.425781, 441.682709, "v2 logs"),
+    ("halfcheetah", "medium-replay"): (3093.285645, 1680.693970, "v2 logs"),
+    ("halfcheetah", "medium-expert"): (7713.380371, 2970.242432, "v2 logs"),
+    ("hopper", "random"): (18.398905, 17.451160, "v2 logs"),
+    ("hopper", "medium"): (1422.056152, 378.953705, "v2 logs"),
+    ("hopper", "expert"): (3511.357666, 328.585968, "v2 logs"),
+    ("hopper", "medium-replay"): (467.302032, 511.025604, "v2 logs"),
+    ("hopper", "medium-expert"): (2089.878418, 1039.956909, "v2 logs"),
+    ("walker2d", "random"): (1.871351, 5.812726, "v2 logs"),
+    ("walker2d", "medium"): (2852.088379, 1095.443359, "v2 logs"),
+    ("walker2d", "expert"): (4920.506836, 136.394943, "v2 logs"),
+    ("walker2d", "medium-replay"): (682.701294, 895.955566, "v2 logs"),
+    ("walker2d", "medium-expert"): (3796.571777, 1312.282593, "v2 logs"),
 }
 """The D4RL ``-v2`` dataset of the same name as each simloop recipe, keyed by ``(env, level)``: its mean and
-std episode return (environment reward units, undiscounted) and its transitions in complete episodes, read in
-a public source named by the label (a key of ``D4RL_SOURCES``). ``list --markdown`` shows the mean as a
+std episode return (environment reward units, undiscounted, over its complete episodes), read in a public
+source named by the label (a key of ``D4RL_SOURCES``). ``list --markdown`` shows the mean as a
 D4RL normalised score with D4RL's reference returns (``engine.envs``). D4RL's own paper and repository
 publish no per-dataset returns; these are logs of parsing its released files.
 The medium and expert means are also the ``--target-return`` hint given when a behaviour checkpoint is

@@ -124,7 +124,7 @@ def d4rl_figure(dataset_id: str) -> str:
     entry = D4RL_DATASETS.get((recipe.env, recipe.level)) if recipe is not None else None
     if entry is None:
         return "-"
-    mean, std, _, label = entry
+    mean, std, label = entry
     score = data.normalized_score(dataset_id, mean)
     return f"{score:.1f} ({mean:.1f} ± {std:.1f}) [{label}]"
 
