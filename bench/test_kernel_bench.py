@@ -9,7 +9,8 @@ extra_info: ``<provider>_transitions_per_s`` (rows per second of one step), ``<p
 (ensemble-forward FLOPs ``2 N E sum(in * out)`` per second; the epilogue is not counted),
 ``<provider>_fraction_of_peak`` (of ``matmul_peak_gflop_per_s``, a 2048^3 float32 ``torch.mm`` with
 the same threads), ``<provider>_vs_reference``; the ``..._cpu`` variants use this process's CPU time
-instead of the wall clock.
+instead of the wall clock. Provider ``cpu_aten_silu`` is the cpu backend with ATen's ``F.silu`` instead
+of the native AVX2 SiLU (``kernels/native.py``); ``native_silu`` says whether the native one ran.
 """
 
 import os
@@ -19,7 +20,8 @@ import torch
 
 from bench.conftest import machine, time_interleaved
 from engine.termination import termination_params
-from kernels import EnsembleParams, rollout_step
+from kernels import EnsembleParams, native, rollout_step
+from kernels.rollout_step_cpu import rollout_step_cpu
 
 E, D, A, K, LAYERS = 7, 17, 6, 200, 4
 PEAK_SIZE = 2048
@@ -83,6 +85,10 @@ def test_rollout_step_cpu_throughput(benchmark, bench_n, bench_threads):
         "matmul_peak": lambda: [torch.mm(a, b, out=c) for _ in range(PEAK_CALLS)],
         "reference": step("reference"),
         "cpu": step("cpu"),
+        # the same backend with ATen's F.silu instead of the native AVX2 one (kernels/native.py)
+        "cpu_aten_silu": lambda: outs.__setitem__(
+            "cpu_aten_silu", rollout_step_cpu(params, *args, 0.5, *box, native_silu=False)
+        ),
     }
     if not benchmark.disabled:
         for fn in fns.values():  # warm-up: allocator, MKL's first-call setup
@@ -91,7 +97,9 @@ def test_rollout_step_cpu_throughput(benchmark, bench_n, bench_threads):
     report(
         benchmark, res, ensemble_flops(params, bench_n), bench_n, PEAK_CALLS * 2 * PEAK_SIZE**3, bench_threads, "cpu"
     )
-    torch.testing.assert_close(outs["cpu"].next_obs, outs["reference"].next_obs, rtol=2e-5, atol=2e-5)
+    benchmark.extra_info["native_silu"] = native.native_status()[1]
+    for name in ("cpu", "cpu_aten_silu"):
+        torch.testing.assert_close(outs[name].next_obs, outs["reference"].next_obs, rtol=2e-5, atol=2e-5)
 
 
 def test_rollout_step_triton_throughput(benchmark, bench_n):

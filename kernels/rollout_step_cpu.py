@@ -15,8 +15,13 @@ PETS / MBPO / MOPO), organised for the cache and for BLAS.
 Where the time goes (one member, 1024 rows, CPU time, 1 thread, AMD EPYC Zen 3 shared with other
 jobs, torch 2.13 + MKL): hidden ``addmm`` 3 x 1.46 ms (56 GFLOP/s, as fast as a plain ``mm``),
 first layer 0.23 ms (41 GFLOP/s: inner dimension D+A = 23), last layer 0.39 ms (38 GFLOP/s: 36
-outputs), SiLU 4 x 0.38 ms (~1-2 ns per element, ATen's vectorised ``exp``), i.e. ~24% of the
-forward is SiLU. That, not the layout, bounds this path below ~75-80% of the matmul peak.
+outputs), SiLU 4 x 0.38 ms with ATen's ``F.silu`` (~1-2 ns per element: Sleef's 1-ulp ``exp`` and
+a division), i.e. ~24% of the forward. Hence the native AVX2 SiLU (``kernels/native.py``,
+``kernels/csrc/silu.c``: a polynomial ``exp``, ~0.5 ns per element, on torch's own OpenMP threads):
+in one interleaved run (bench/RESULTS.md, 2026-12-01) the step went from 0.76-0.78 to 0.80-0.90 of
+the 2048^3 matmul peak at 1 thread and from 0.76 to 0.85 at 2 threads. The first version split the
+SiLU over fresh pthreads and lost at 2 threads (0.56 against 0.73): torch's OpenMP workers spin
+after each GEMM and took the second core from them.
 
 Measured alternatives that lost (same machine, interleaved in one run each, N=10,000 rows unless
 said otherwise, E=7, K=200, D=17, A=6):
@@ -35,7 +40,8 @@ said otherwise, E=7, K=200, D=17, A=6):
   under 2% of the step (a chunk's forward takes ~40 ms of CPU time), for ~19 s of compilation per
   process and per variant (uncertainty kind, bounds given): not worth it. numba (0.68, no SVML on
   this machine) loses outright: a fused bias + SiLU loop took 2.5 ms against ATen's 0.43 ms, as
-  LLVM calls a scalar ``exp``; it would also be a new dependency.
+  LLVM calls a scalar ``exp``; it would also be a new dependency. (The native SiLU above is C with
+  explicit AVX2 intrinsics, which is what numba's scalar ``exp`` could not give.)
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from kernels import native
 from kernels.rollout_step import UNCERTAINTIES, EnsembleParams, StepOutput, Uncertainty
 
 CHUNK_ROWS = 1024
@@ -128,6 +135,8 @@ def rollout_step_cpu(
     obs_low: torch.Tensor | None = None,
     obs_high: torch.Tensor | None = None,
     uncertainty: Uncertainty = "aleatoric",
+    *,
+    native_silu: bool = True,
 ) -> StepOutput:
     """``rollout_step`` on the CPU (chunked per-member BLAS forward, tail on the in-cache chunk); same arguments,
     returns and semantics as ``rollout_step_reference`` (shapes are checked by the dispatch).
@@ -137,7 +146,8 @@ def rollout_step_cpu(
         obs: ``[N, D]`` float32; act: ``[N, A]`` float32; noise: ``[N, D+1]`` float32 standard normal;
         member: ``[N]`` int32/int64 member per row; penalty_coef: MOPO's lambda (reward per unit
         of uncertainty); obs_low, obs_high: ``[D]`` healthy box or None; uncertainty:
-        "aleatoric" | "disagreement".
+        "aleatoric" | "disagreement"; native_silu: the AVX2 SiLU of ``kernels.native`` (False: ATen's
+        ``F.silu``, for comparison; it also falls back there where the native one is unavailable).
     Returns:
         ``StepOutput(next_obs [N, D], reward [N], uncertainty [N], terminal [N] bool)``; not
         differentiable (runs under ``torch.no_grad``).
@@ -149,6 +159,7 @@ def rollout_step_cpu(
     for name, t in (("obs", obs), ("act", act), ("noise", noise), ("params.weights[0]", params.weights[0])):
         if t.dtype != torch.float32:
             raise ValueError(f"the cpu backend computes in float32; {name} is {t.dtype}")
+    silu_ = native.silu_ if native_silu else lambda t: F.silu(t, inplace=True)
     n = obs.shape[0]
     ws, bs = params.weights, params.biases
     dev = obs.device
@@ -173,7 +184,7 @@ def rollout_step_cpu(
             for i, k in enumerate(hidden):
                 o = ping_pong[i % 2][: rows * k].view(rows, k)
                 torch.addmm(bs[i][m], h, ws[i][m], out=o)  # [rows, in] @ [in, K] + [K]
-                h = F.silu(o, inplace=True)
+                h = silu_(o)
             torch.addmm(bs[-1][m], h, ws[-1][m], out=head[m])
         part = slice(start, start + rows)
         _tail(
