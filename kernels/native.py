@@ -2,11 +2,16 @@
 and loaded with ctypes: no build step at install time, no torch headers (the build takes well
 under a second).
 
-Today it holds one kernel, an AVX2 + FMA in-place SiLU (``kernels/csrc/silu.c``), 2.2x faster than
-ATen's ``F.silu`` here (0.48 against 1.04 ns per element on a ``[1024, 200]`` activation, AMD EPYC
+It holds an AVX2 + FMA in-place SiLU (``kernels/csrc/silu.c``) for the rollout backend, 2.2x faster
+than ATen's ``F.silu`` here (0.48 against 1.04 ns per element on a ``[1024, 200]`` activation, AMD EPYC
 Zen 3, 1 thread): ATen's vectorised SiLU calls Sleef's 1-ulp ``exp``; this one uses a degree-6
 polynomial (Cephes' ``expf`` coefficients) with ~2 ulp error, which the backend's tolerances
 against the reference absorb (tests/test_native.py measures it).
+
+Measured and dropped: the same SiLU with a native backward (an autograd Function) in the dynamics
+ensemble's training. Forward + backward of a ``[7, 256, 200]`` activation took 0.92 against 1.37 ms,
+but the whole minibatch step gained only 1.007x (1 thread) and 1.009x (2 threads) against ATen's
+SiLU, interleaved in one run (bench/test_dynamics_bench.py, 400 and 300 steps, 2026-12-01).
 
 The shared library is cached under ``$SIMLOOP_CACHE_DIR`` (default ``$XDG_CACHE_HOME/simloop`` or
 ``~/.cache/simloop``) in a directory named by the hash of the source and the compiler command, so
@@ -86,8 +91,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         return None, f"not built: {err}"
     if not lib.simloop_cpu_supported():
         return None, "this CPU lacks AVX2 or FMA"
-    lib.simloop_silu_inplace.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-    lib.simloop_silu_inplace.restype = None
+    lib.simloop_silu.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    lib.simloop_silu.restype = None
     return lib, "AVX2 + FMA SiLU loaded"
 
 
@@ -118,5 +123,5 @@ def silu_(x: torch.Tensor) -> torch.Tensor:
         if lib is None and not why.startswith("turned off"):
             _warn_fallback(why)
         return F.silu(x, inplace=True)
-    lib.simloop_silu_inplace(x.data_ptr(), x.numel(), torch.get_num_threads())
+    lib.simloop_silu(x.data_ptr(), x.data_ptr(), x.numel(), torch.get_num_threads())
     return x

@@ -1,4 +1,4 @@
-/* In-place SiLU, x / (1 + exp(-x)), for float32 on x86-64 with AVX2 + FMA: the hidden-layer
+/* SiLU, x / (1 + exp(-x)), for float32 on x86-64 with AVX2 + FMA: the hidden-layer
  * activation of the "cpu" rollout backend (kernels/rollout_step_cpu.py).
  *
  * exp is the Cody-Waite range reduction n = round(t log2 e), r = t - n ln 2 (ln 2 split in two
@@ -44,33 +44,42 @@ static inline AVX2 __m256 exp_neg(__m256 x) {
     return _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
 }
 
-static AVX2 void silu_range(float *x, int64_t n) {
+/* y = x / (1 + exp(-x)); y may be x (in place). */
+static AVX2 void silu_range(const float *x, float *y, int64_t n) {
     const __m256 one = _mm256_set1_ps(1.0f);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) { /* two independent vectors per iteration hide the latency */
         const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
         const __m256 da = _mm256_add_ps(one, exp_neg(a)), db = _mm256_add_ps(one, exp_neg(b));
-        _mm256_storeu_ps(x + i, _mm256_div_ps(a, da));
-        _mm256_storeu_ps(x + i + 8, _mm256_div_ps(b, db));
+        _mm256_storeu_ps(y + i, _mm256_div_ps(a, da));
+        _mm256_storeu_ps(y + i + 8, _mm256_div_ps(b, db));
     }
-    for (; i < n; ++i) x[i] = x[i] / (1.0f + expf(-x[i]));
+    for (; i < n; ++i) y[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
-/* SiLU in place on n contiguous floats, split over `threads` OpenMP threads in 16-float-aligned blocks.
- * Loaded after torch, this library binds to the libgomp torch already loaded (same soname), so the
- * split runs on torch's own OpenMP pool: its threads are awake right after the preceding GEMM, and
- * no second pool competes with them for the cores. */
-void simloop_silu_inplace(float *x, int64_t n, int threads) {
+/* Threads for n elements: at most `threads`, at least 32768 elements each. The split uses OpenMP;
+ * loaded after torch, this library binds to the libgomp torch already loaded (same soname), so it
+ * runs on torch's own OpenMP pool: its threads are awake right after the preceding GEMM, and no
+ * second pool competes with them for the cores. Blocks are 16-float aligned. */
+static int split(int64_t n, int threads, int64_t *per) {
     enum { MIN_PER_THREAD = 32768 };
     if (threads > 1 && n / threads < MIN_PER_THREAD) threads = (int)(n / MIN_PER_THREAD);
-    if (threads <= 1) {
-        silu_range(x, n);
+    if (threads < 1) threads = 1;
+    *per = ((n / threads) + 15) / 16 * 16;
+    return threads;
+}
+
+/* SiLU of n contiguous floats x into y (y == x: in place), over up to `threads` threads. */
+void simloop_silu(const float *x, float *y, int64_t n, int threads) {
+    int64_t per;
+    threads = split(n, threads, &per);
+    if (threads == 1) {
+        silu_range(x, y, n);
         return;
     }
-    const int64_t per = ((n / threads) + 15) / 16 * 16;
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
     for (int t = 0; t < threads; ++t) {
         const int64_t lo = per * t, hi = (t == threads - 1) ? n : per * (t + 1);
-        if (hi > lo) silu_range(x + lo, hi - lo);
+        if (hi > lo) silu_range(x + lo, y + lo, hi - lo);
     }
 }
