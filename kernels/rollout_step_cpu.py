@@ -18,8 +18,9 @@ first layer 0.23 ms (41 GFLOP/s: inner dimension D+A = 23), last layer 0.39 ms (
 outputs), SiLU 4 x 0.38 ms with ATen's ``F.silu`` (~1-2 ns per element: Sleef's 1-ulp ``exp`` and
 a division), i.e. ~24% of the forward. Hence the native AVX2 SiLU (``kernels/native.py``,
 ``kernels/csrc/silu.c``: a polynomial ``exp``, ~0.5 ns per element, on torch's own OpenMP threads):
-in one interleaved run (bench/RESULTS.md, 2026-12-01) the step went from 0.76-0.78 to 0.80-0.90 of
-the 2048^3 matmul peak at 1 thread and from 0.76 to 0.85 at 2 threads. The first version split the
+timed interleaved with the ATen SiLU (bench/RESULTS.md, 2026-12-01, 9 rounds), the step went from
+0.77 to 0.82 of the 2048^3 matmul peak at 1 thread and from 0.75 to 0.80 at 2 threads (1.06-1.08x;
+shorter runs minutes before: 0.78 to 0.90, 0.76 to 0.85). The first version split the
 SiLU over fresh pthreads and lost at 2 threads (0.56 against 0.73): torch's OpenMP workers spin
 after each GEMM and took the second core from them.
 
