@@ -22,9 +22,15 @@ def cpu_has_avx2_fma() -> bool:
     return " avx2" in flags and " fma" in flags
 
 
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+CAN_BUILD = X86 and shutil.which("cc") is not None
+needs_build = pytest.mark.skipif(not CAN_BUILD, reason="needs x86-64 and a C compiler")
+
+
 @pytest.fixture
 def fresh_native(monkeypatch):
-    """Forget the loaded library before and after, so an environment change in the test takes effect."""
+    """Forget the loaded library before and after, so an environment change in the test takes effect
+    (it asks for ``monkeypatch`` so that its teardown runs before the environment is restored)."""
     native._load.cache_clear()
     native._warn_fallback.cache_clear()
     yield
@@ -35,7 +41,7 @@ def fresh_native(monkeypatch):
 def test_native_silu_is_built_and_loaded_on_this_kind_of_machine():
     """On x86-64 with a C compiler and AVX2 + FMA (these machines and CI) the native kernel must load:
     a broken build would otherwise only show as a slower benchmark."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("cc") is None or not cpu_has_avx2_fma():
+    if not CAN_BUILD or not cpu_has_avx2_fma():
         ok, why = native.native_status()
         assert not ok and why  # elsewhere: the fallback, with its reason
         return
@@ -91,7 +97,7 @@ def test_turned_off_by_environment(monkeypatch, fresh_native):
 def test_missing_compiler_is_a_clear_error_and_the_fallback_warns(monkeypatch, fresh_native, tmp_path):
     monkeypatch.setenv("CC", "no-such-cc-simloop")
     monkeypatch.setenv("SIMLOOP_CACHE_DIR", str(tmp_path))
-    if platform.machine().lower() in ("x86_64", "amd64"):
+    if X86:
         with pytest.raises(RuntimeError, match="no-such-cc-simloop"):
             native.build(tmp_path)
     ok, why = native.native_status()
@@ -102,18 +108,16 @@ def test_missing_compiler_is_a_clear_error_and_the_fallback_warns(monkeypatch, f
     torch.testing.assert_close(got, F.silu(x), rtol=0, atol=0)
 
 
+@needs_build
 def test_compiler_failure_names_the_compiler_output(monkeypatch, tmp_path):
-    if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("cc") is None:
-        pytest.skip("needs x86-64 and a C compiler")
     monkeypatch.setattr(native, "CFLAGS", (*native.CFLAGS, "-Wl,--no-such-linker-flag-simloop"))
     with pytest.raises(RuntimeError, match="failed to build silu.c"):
         native.build(tmp_path)
     assert not list(tmp_path.rglob("*.so")), "a failed build leaves no library behind"
 
 
+@needs_build
 def test_build_is_cached_by_source_and_flags(tmp_path):
-    if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("cc") is None:
-        pytest.skip("needs x86-64 and a C compiler")
     lib = native.build(tmp_path)
     mtime = lib.stat().st_mtime_ns
     assert native.build(tmp_path) == lib and lib.stat().st_mtime_ns == mtime
