@@ -3,12 +3,15 @@ ship in ``engine/policies/`` to generate the datasets, D4RL style (Fu et al. 202
 "medium" = a SAC policy stopped early at about a third of expert return; "random" = uniform
 random actions).
 
-Train (resumable: rerun the same command after a kill and it continues from its last checkpoint)::
+Train (resumable: rerun the same command after a kill and it continues from its last checkpoint,
+exactly as if it had not stopped; rerun it with a larger ``--total-steps`` to train longer)::
 
     python -m engine.behavior train --env halfcheetah --out artifacts/behavior/halfcheetah \
         --stop-return 6000
 
-Export the snapshot whose stochastic-policy return is closest to a target::
+Export the snapshot whose stochastic-policy return is closest to a target (``--candidates K``
+re-measures the K closest over ``--verify-episodes`` each and ships the closest of those;
+``--step S`` ships the snapshot of step S)::
 
     python -m engine.behavior export --run artifacts/behavior/halfcheetah \
         --target-return 4770 --name halfcheetah-medium
@@ -118,9 +121,51 @@ class TrainConfig:
     """torch intra-op threads (small networks: 1 is fastest here)."""
 
 
+def _env_state(env, obs: np.ndarray) -> dict:
+    """The mid-episode state of a Gymnasium MuJoCo env: MuJoCo's full integration state
+    (``mj_getState`` with ``mjSTATE_INTEGRATION``: time, qpos, qvel, actuator state, solver
+    warm-start, ...), the time-limit counter and the current observation."""
+    import gymnasium as gym
+    import mujoco
+
+    base = env.unwrapped
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(base.model, spec), dtype=np.float64)
+    mujoco.mj_getState(base.model, base.data, state, spec)
+    w, elapsed = env, None
+    while isinstance(w, gym.Wrapper):
+        if isinstance(w, gym.wrappers.TimeLimit):
+            elapsed = w._elapsed_steps
+        w = w.env
+    return {"mujoco": state, "elapsed_steps": elapsed, "obs": np.asarray(obs).copy()}
+
+
+def _set_env_state(env, state: dict) -> np.ndarray:
+    """Put an env that has just been ``reset`` back into ``state`` from ``_env_state``; returns
+    the observation to act on."""
+    import gymnasium as gym
+    import mujoco
+
+    base = env.unwrapped
+    mujoco.mj_setState(base.model, base.data, state["mujoco"], mujoco.mjtState.mjSTATE_INTEGRATION)
+    w = env
+    while isinstance(w, gym.Wrapper):
+        if isinstance(w, gym.wrappers.TimeLimit):
+            w._elapsed_steps = state["elapsed_steps"]
+        w = w.env
+    return state["obs"].copy()
+
+
 def train(cfg: TrainConfig) -> Path:
     """Online SAC; every ``eval_interval`` steps evaluates, saves an actor snapshot and a resumable
-    checkpoint (agent, replay buffer, counters). Returns the run directory."""
+    checkpoint (agent, replay buffer, random-number states, counters and the env's mid-episode
+    state). Rerunning with the same ``out`` continues from that checkpoint, and a run killed and
+    resumed this way is identical to one that was never stopped: same transitions, same
+    evaluations, same weights. ``total_steps`` may be raised on resume to train longer; the replay
+    buffer's capacity is ``total_steps`` of the command that is running (nothing is overwritten).
+    Returns the run directory.
+
+    Source: SAC (Haarnoja et al. 2018); D4RL's behaviour policies were SAC runs (Fu et al. 2020)."""
     torch.set_num_threads(cfg.num_threads)
     spec = get_env_spec(cfg.env)
     out = Path(cfg.out)
@@ -130,20 +175,29 @@ def train(cfg: TrainConfig) -> Path:
     buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    step, episode = 0, 0
+    step, episode, env_state = 0, 0, None
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt["step"] > cfg.total_steps:
+            raise ValueError(
+                f"{ckpt_path} is at step {ckpt['step']}, past --total-steps {cfg.total_steps}; "
+                f"pass --total-steps of at least {ckpt['step']} to continue this run"
+            )
         agent.load_state_dict(ckpt["agent"])
         buffer.load_state_dict(ckpt["buffer"])
         gen.set_state(ckpt["gen"])
         rng = ckpt["rng"]
         step, episode = ckpt["step"], ckpt["episode"]
+        # Checkpoints written before the env state was saved restart the interrupted episode.
+        env_state = ckpt.get("env_state")
         print(f"resumed {out} at step {step}")
     else:
         (out / "config.json").write_text(json.dumps({**asdict(cfg), "command": shlex.join(sys.argv)}, indent=2))
     env = make_env(cfg.env)
     obs, _ = env.reset(seed=cfg.seed + 1_000_003 * (episode + 1))
+    if env_state is not None:
+        obs = _set_env_state(env, env_state)
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.total_steps, initial=step, desc=f"SAC {spec.gym_id}", unit="step")
     while step < cfg.total_steps:
@@ -196,6 +250,7 @@ def train(cfg: TrainConfig) -> Path:
                     "rng": rng,
                     "step": step,
                     "episode": episode,
+                    "env_state": _env_state(env, obs),
                 },
                 tmp,
             )
@@ -208,7 +263,7 @@ def train(cfg: TrainConfig) -> Path:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Pick the snapshot of a training run closest to a target return and ship it."""
+    """Pick a snapshot of a training run by its stochastic-policy return and ship it."""
 
     run: str = "artifacts/behavior/halfcheetah"
     """Training run directory (``train --out``)."""
@@ -217,18 +272,52 @@ class ExportConfig:
     name: str = "halfcheetah-medium"
     """Checkpoint name under engine/policies/."""
     verify_episodes: int = 10
-    """Episodes to re-measure the chosen snapshot's stochastic return."""
+    """Episodes to re-measure the chosen snapshot's stochastic return (seed 123)."""
+    candidates: int = 1
+    """Re-measure this many snapshots, those whose training evaluation is closest to the target,
+    over ``verify_episodes`` each, and ship the one whose re-measured return is closest. The
+    training evaluations are short (``--eval-episodes``, 3 by default) and noisy, so the single
+    closest one is often a lucky one; 1 trusts the training evaluation."""
+    step: int | None = None
+    """Ship the snapshot of this training step instead of choosing one (overrides the two above)."""
 
 
 def export(cfg: ExportConfig) -> Path:
-    """Copy the snapshot closest to ``target_return`` to ``engine/policies/<name>.pt``."""
+    """Copy the chosen snapshot to ``engine/policies/<name>.pt`` with its provenance: training step,
+    train and export commands, seed, and its re-measured stochastic return over ``verify_episodes``
+    episodes (and every candidate's, under ``candidate_returns``).
+
+    Raises:
+        FileNotFoundError: ``run`` has no evals.csv (no evaluation yet), or a snapshot file is missing.
+        ValueError: ``step`` is not an evaluated step of the run, or ``candidates`` / ``verify_episodes`` < 1.
+    """
+    if cfg.candidates < 1 or cfg.verify_episodes < 1:
+        raise ValueError(
+            f"candidates and verify_episodes must be at least 1, got {cfg.candidates} and {cfg.verify_episodes}"
+        )
     run = Path(cfg.run)
+    if not (run / "evals.csv").is_file():
+        raise FileNotFoundError(f"{run / 'evals.csv'} not found: {run} is not a training run with an evaluation yet")
     with open(run / "evals.csv") as f:
         rows = list(csv.DictReader(f))
-    best = min(rows, key=lambda r: abs(float(r["return_stoch"]) - cfg.target_return))
-    step = int(best["step"])
-    actor, info = load_policy(run / "snapshots" / f"step_{step:08d}.pt")
-    rets = run_episodes(info["env"], actor, cfg.verify_episodes, 123, deterministic=False)
+    steps = [int(r["step"]) for r in rows]
+    if cfg.step is not None:
+        if cfg.step not in steps:
+            near = sorted(steps, key=lambda s: abs(s - cfg.step))[:3]
+            raise ValueError(f"{run} has no snapshot at step {cfg.step}; nearest evaluated steps: {sorted(near)}")
+        chosen = [cfg.step]
+    else:
+        ranked = sorted(rows, key=lambda r: abs(float(r["return_stoch"]) - cfg.target_return))
+        chosen = [int(r["step"]) for r in ranked[: cfg.candidates]]
+    measured = {}
+    for step in chosen:
+        actor, info = load_policy(run / "snapshots" / f"step_{step:08d}.pt")
+        rets = run_episodes(info["env"], actor, cfg.verify_episodes, 123, deterministic=False)
+        measured[step] = (actor, info, rets)
+        if len(chosen) > 1:
+            print(f"step {step}: stochastic return {rets.mean():.1f} +- {rets.std():.1f} over {len(rets)} episodes")
+    step = min(chosen, key=lambda s: abs(float(measured[s][2].mean()) - cfg.target_return))
+    actor, info, rets = measured[step]
     train_cfg = json.loads((run / "config.json").read_text())
     dest = POLICY_DIR / f"{cfg.name}.pt"
     save_policy(
@@ -242,6 +331,7 @@ def export(cfg: ExportConfig) -> Path:
         return_mean=float(rets.mean()),
         return_std=float(rets.std()),
         verify_episodes=cfg.verify_episodes,
+        candidate_returns={str(s): float(m[2].mean()) for s, m in measured.items()},
     )
     print(f"{dest}: step {step}, stochastic return {rets.mean():.1f} +- {rets.std():.1f}")
     return dest

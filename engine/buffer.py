@@ -103,6 +103,24 @@ class ReplayBuffer:
         return {"data": [f[: self.size].clone() for f in self.data], "ptr": self.ptr, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
-        for dst, src in zip(self.data, state["data"]):
-            dst[: src.shape[0]] = src
-        self.ptr, self.size = state["ptr"], state["size"]
+        """Restore ``state_dict()`` output, into a buffer of the same or another capacity.
+
+        Same capacity: the same layout and write position, so sampling continues exactly as it
+        would have. Other capacity (a run resumed with a longer or shorter budget): the rows go in
+        oldest first, keeping the newest ``capacity`` of them, and writing continues after them.
+        """
+        n, ptr = state["size"], state["ptr"]
+        src = list(state["data"])
+        wrapped = n > 0 and ptr != n  # the saved ring was full (n = its capacity), oldest row at ptr
+        if wrapped and n == self.capacity:
+            for dst, f in zip(self.data, src):
+                dst[:n] = f
+            self.ptr, self.size = ptr, n
+            return
+        if wrapped:
+            src = [torch.roll(f, -ptr, 0) for f in src]
+        src = [f[-self.capacity :] for f in src]
+        keep = src[0].shape[0] if n > 0 else 0
+        for dst, f in zip(self.data, src):
+            dst[:keep] = f[:keep]
+        self.ptr, self.size = keep % self.capacity, keep

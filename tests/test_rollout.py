@@ -88,3 +88,42 @@ def test_model_buffer_keeps_the_last_rollouts():
         buf.add(Batch(torch.zeros(1, 3), torch.zeros(1, 1), torch.zeros(1), torch.zeros(1, 3), torch.zeros(1)))
     with pytest.raises(ValueError, match="empty"):
         ReplayBuffer(3, 2, 1).sample(1)
+
+
+def _rows(buf: ReplayBuffer) -> list[float]:
+    return buf.data.rew[: len(buf)].tolist()
+
+
+def test_buffer_state_loads_into_another_capacity():
+    """A run resumed with a larger --total-steps gets a larger buffer: the saved rows must keep
+    their order and the next row must land after them, not on top of the oldest one."""
+    ring = ReplayBuffer(5, 1, 1)
+    for rows in (torch.arange(4).float(), torch.arange(4, 7).float()):
+        n = len(rows)
+        ring.add(Batch(torch.zeros(n, 1), torch.zeros(n, 1), rows, torch.zeros(n, 1), torch.zeros(n)))
+    assert _rows(ring) == [5.0, 6.0, 2.0, 3.0, 4.0] and ring.ptr == 2  # wrapped
+
+    same = ReplayBuffer(5, 1, 1)
+    same.load_state_dict(ring.state_dict())
+    assert _rows(same) == _rows(ring) and same.ptr == ring.ptr  # layout kept: sampling continues exactly
+
+    larger = ReplayBuffer(8, 1, 1)
+    larger.load_state_dict(ring.state_dict())
+    assert _rows(larger) == [2.0, 3.0, 4.0, 5.0, 6.0]
+    larger.add(Batch(torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([7.0]), torch.zeros(1, 1), torch.zeros(1)))
+    assert _rows(larger) == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+
+    smaller = ReplayBuffer(3, 1, 1)
+    smaller.load_state_dict(ring.state_dict())
+    assert _rows(smaller) == [4.0, 5.0, 6.0] and smaller.ptr == 0
+
+    unwrapped = ReplayBuffer(10, 1, 1)
+    unwrapped.add(
+        Batch(torch.zeros(4, 1), torch.zeros(4, 1), torch.arange(4).float(), torch.zeros(4, 1), torch.zeros(4))
+    )
+    grown = ReplayBuffer(20, 1, 1)
+    grown.load_state_dict(unwrapped.state_dict())
+    assert _rows(grown) == [0.0, 1.0, 2.0, 3.0] and grown.ptr == 4
+    empty = ReplayBuffer(3, 1, 1)
+    empty.load_state_dict(ReplayBuffer(5, 1, 1).state_dict())
+    assert len(empty) == 0 and empty.ptr == 0
