@@ -121,38 +121,42 @@ class TrainConfig:
     """torch intra-op threads (small networks: 1 is fastest here)."""
 
 
+def _time_limit(env):
+    """The ``TimeLimit`` wrapper around a ``gymnasium.make`` env (None without one)."""
+    import gymnasium as gym
+
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
+
+
 def _env_state(env, obs: np.ndarray) -> dict:
     """The mid-episode state of a Gymnasium MuJoCo env: MuJoCo's full integration state
     (``mj_getState`` with ``mjSTATE_INTEGRATION``: time, qpos, qvel, actuator state, solver
     warm-start, ...), the time-limit counter and the current observation."""
-    import gymnasium as gym
     import mujoco
 
     base = env.unwrapped
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     state = np.empty(mujoco.mj_stateSize(base.model, spec), dtype=np.float64)
     mujoco.mj_getState(base.model, base.data, state, spec)
-    w, elapsed = env, None
-    while isinstance(w, gym.Wrapper):
-        if isinstance(w, gym.wrappers.TimeLimit):
-            elapsed = w._elapsed_steps
-        w = w.env
+    limit = _time_limit(env)
+    elapsed = None if limit is None else limit._elapsed_steps
     return {"mujoco": state, "elapsed_steps": elapsed, "obs": np.asarray(obs).copy()}
 
 
 def _set_env_state(env, state: dict) -> np.ndarray:
     """Put an env that has just been ``reset`` back into ``state`` from ``_env_state``; returns
     the observation to act on."""
-    import gymnasium as gym
     import mujoco
 
     base = env.unwrapped
     mujoco.mj_setState(base.model, base.data, state["mujoco"], mujoco.mjtState.mjSTATE_INTEGRATION)
-    w = env
-    while isinstance(w, gym.Wrapper):
-        if isinstance(w, gym.wrappers.TimeLimit):
-            w._elapsed_steps = state["elapsed_steps"]
-        w = w.env
+    limit = _time_limit(env)
+    if limit is not None:
+        limit._elapsed_steps = state["elapsed_steps"]
     return state["obs"].copy()
 
 

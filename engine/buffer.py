@@ -111,16 +111,10 @@ class ReplayBuffer:
         """
         n, ptr = state["size"], state["ptr"]
         src = list(state["data"])
-        wrapped = n > 0 and ptr != n  # the saved ring was full (n = its capacity), oldest row at ptr
-        if wrapped and n == self.capacity:
-            for dst, f in zip(self.data, src):
-                dst[:n] = f
-            self.ptr, self.size = ptr, n
-            return
-        if wrapped:
-            src = [torch.roll(f, -ptr, 0) for f in src]
-        src = [f[-self.capacity :] for f in src]
-        keep = src[0].shape[0] if n > 0 else 0
+        if n > 0 and ptr != n and n != self.capacity:  # a full ring of another capacity: oldest row at ptr
+            src, ptr = [torch.roll(f, -ptr, 0) for f in src], n
+        if n > self.capacity:
+            src, n, ptr = [f[-self.capacity :] for f in src], self.capacity, 0
         for dst, f in zip(self.data, src):
-            dst[:keep] = f[:keep]
-        self.ptr, self.size = keep % self.capacity, keep
+            dst[:n] = f
+        self.ptr, self.size = ptr % self.capacity, n
