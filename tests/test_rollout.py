@@ -94,13 +94,18 @@ def _rows(buf: ReplayBuffer) -> list[float]:
     return buf.data.rew[: len(buf)].tolist()
 
 
+def _batch(rew: torch.Tensor) -> Batch:
+    """Transitions of a 1-dim obs and action told apart by their rewards."""
+    n = len(rew)
+    return Batch(torch.zeros(n, 1), torch.zeros(n, 1), rew, torch.zeros(n, 1), torch.zeros(n))
+
+
 def test_buffer_state_loads_into_another_capacity():
     """A run resumed with a larger --total-steps gets a larger buffer: the saved rows must keep
     their order and the next row must land after them, not on top of the oldest one."""
     ring = ReplayBuffer(5, 1, 1)
-    for rows in (torch.arange(4).float(), torch.arange(4, 7).float()):
-        n = len(rows)
-        ring.add(Batch(torch.zeros(n, 1), torch.zeros(n, 1), rows, torch.zeros(n, 1), torch.zeros(n)))
+    ring.add(_batch(torch.arange(4).float()))
+    ring.add(_batch(torch.arange(4, 7).float()))
     assert _rows(ring) == [5.0, 6.0, 2.0, 3.0, 4.0] and ring.ptr == 2  # wrapped
 
     same = ReplayBuffer(5, 1, 1)
@@ -110,7 +115,7 @@ def test_buffer_state_loads_into_another_capacity():
     larger = ReplayBuffer(8, 1, 1)
     larger.load_state_dict(ring.state_dict())
     assert _rows(larger) == [2.0, 3.0, 4.0, 5.0, 6.0]
-    larger.add(Batch(torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([7.0]), torch.zeros(1, 1), torch.zeros(1)))
+    larger.add(_batch(torch.tensor([7.0])))
     assert _rows(larger) == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
 
     smaller = ReplayBuffer(3, 1, 1)
@@ -118,9 +123,7 @@ def test_buffer_state_loads_into_another_capacity():
     assert _rows(smaller) == [4.0, 5.0, 6.0] and smaller.ptr == 0
 
     unwrapped = ReplayBuffer(10, 1, 1)
-    unwrapped.add(
-        Batch(torch.zeros(4, 1), torch.zeros(4, 1), torch.arange(4).float(), torch.zeros(4, 1), torch.zeros(4))
-    )
+    unwrapped.add(_batch(torch.arange(4).float()))
     grown = ReplayBuffer(20, 1, 1)
     grown.load_state_dict(unwrapped.state_dict())
     assert _rows(grown) == [0.0, 1.0, 2.0, 3.0] and grown.ptr == 4
