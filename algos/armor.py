@@ -43,6 +43,7 @@ paper's appendix values.
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from dataclasses import dataclass, replace
 
@@ -50,6 +51,7 @@ import torch
 from tqdm import tqdm
 
 from algos.bc import fit_bc
+from engine.agent import Agent
 from engine.behavior import load_policy
 from engine.buffer import Batch, cat_batches
 from engine.cli import run_cli
@@ -59,7 +61,9 @@ from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, clear_grad
 from engine.rollout import RolloutConfig
 from engine.sac import temperature_loss
 from engine.termination import termination_params
-from engine.trainer import ModelBasedConfig, train_model_based
+from engine.trainer import RECORDED_DYNAMICS, ModelBasedConfig, fast_budget, train_model_based
+
+ALGO = "armor"
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ def model_fit_error(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tens
     return (nll + rew_err).mean()
 
 
-class ARMORAgent:
+class ARMORAgent(Agent):
     """Actor, reference policy, critics f1, f2 (one batched ensemble) with targets, temperature, and
     the adversarial model (the trained ``EnsembleDynamics`` with one member, updated in place so the
     rollouts follow it)."""
@@ -387,38 +391,28 @@ def make_agent(data, cfg: Config, dev, dyn: EnsembleDynamics) -> ARMORAgent:
     return ARMORAgent(reference, dyn, cfg, max(v_max, 1e-6), term.obs_low, term.obs_high, data.as_batch())
 
 
-def train(cfg: Config, resume: str | None = None) -> dict:
-    """Run ARMOR; returns the summary (also ``<out>/summary.json``). Raises ValueError on bad input,
-    FileExistsError when ``cfg.out`` already holds a run and ``resume`` is not given.
+def train(cfg: Config | None, resume: str | None = None) -> dict:
+    """Run ARMOR; returns the summary (also ``<out>/summary.json``); ``resume`` as ``algos.mopo.train``. Raises
+    ValueError on bad input, FileExistsError when ``cfg.out`` already holds a run and ``resume`` is not given,
+    FloatingPointError when training diverges.
 
     The dynamics cache holds the MLE pre-trained model; the adversarially updated model is part of
     the run's checkpoint, never written back to the cache.
     """
-    return train_model_based("armor", cfg, make_agent, lambda agent, r, m, g, c: agent.update(r, m, g), resume)
+    return train_model_based(ALGO, Config, cfg, make_agent, resume)
 
 
-PRESETS: dict[str, Config] = {key: Config(dataset=key) for key in DATASETS}
-PRESETS["fast"] = replace(
-    Config(),
-    num_updates=3_000,
-    rollout_batch_size=5_000,
-    eval_interval=3_000,
-    eval_episodes=5,
-    checkpoint_interval=1_500,
-    reference_updates=3_000,
-    critic_pretrain_updates=1_000,
-    dynamics=replace(DynamicsConfig(num_members=1, num_elites=1), max_epochs=3, max_steps_per_epoch=400),
-)
-"""``--fast``: the whole job in minutes (BC reference, model, 3,000 ARMOR updates)."""
+PRESETS: dict[str, Config] = {
+    key: Config(dataset=key, dynamics=replace(RECORDED_DYNAMICS, num_members=1, num_elites=1)) for key in DATASETS
+}
+"""Per-dataset configs (``--dataset ID``); ARMOR's hyperparameters are the same on every dataset."""
+BUDGETS = {"fast": fast_budget(num_updates=3_000, reference_updates=3_000, critic_pretrain_updates=1_000)}
+"""``--fast``: the whole job in minutes (BC reference, model, critic pretraining, 3,000 ARMOR updates)."""
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_cli(train, PRESETS, "python -m algos.armor", __doc__, argv)
+    return run_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    # Run the imported module, not __main__, so that checkpoints pickle algos.armor.Config and load
-    # from any entry point (a resume, a sweep worker, a notebook).
-    from algos.armor import main as _main
-
-    _main()
+    main()

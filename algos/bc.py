@@ -38,14 +38,15 @@ from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir
 from engine.nets import TanhGaussianActor
 from engine.sac import temperature_loss
-from engine.trainer import DEFAULT_DATASET
+
+ALGO = "bc"
 
 
 @dataclass(frozen=True)
 class Config:
     """BC run configuration (every field is a CLI flag)."""
 
-    dataset: str = DEFAULT_DATASET
+    dataset: str = datasets.DEFAULT_DATASET
     """Minari dataset id (simloop ids are generated locally when missing)."""
     seed: int = 0
     """Seed of the network, minibatches and evaluation."""
@@ -172,7 +173,7 @@ def train(cfg: Config, resume: str | None = None) -> dict:
         raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
     run_dir = Path(cfg.out) if cfg.out else default_run_dir("bc", cfg.dataset)
     logger = RunLogger(run_dir)
-    logger.write_json("config.json", {"algo": "bc", "command": " ".join(sys.argv), **dataclasses.asdict(cfg)})
+    logger.write_json("config.json", {"algo": ALGO, "command": " ".join(sys.argv), **dataclasses.asdict(cfg)})
     gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     bar = tqdm(total=cfg.num_updates, desc="bc updates", unit="upd", disable=not cfg.progress)
     state = {"loss": 0.0, "actor": None}
@@ -219,17 +220,14 @@ def train(cfg: Config, resume: str | None = None) -> dict:
 
 
 PRESETS: dict[str, Config] = {key: Config(dataset=key) for key in datasets.DATASETS}
-PRESETS["fast"] = replace(Config(), num_updates=5_000, eval_episodes=5)
-"""``--fast``: 5,000 updates on the default dataset."""
+"""Per-dataset configs (``--dataset ID``); BC's hyperparameters are the same on every dataset."""
+BUDGETS = {"fast": lambda cfg: replace(cfg, num_updates=5_000, eval_episodes=5)}
+"""``--fast``: 5,000 updates."""
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_cli(train, PRESETS, "python -m algos.bc", __doc__, argv)
+    return run_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    # Run the imported module, not __main__, so that checkpoints pickle algos.bc.Config and load
-    # from any entry point (a resume, a sweep worker, a notebook).
-    from algos.bc import main as _main
-
-    _main()
+    main()

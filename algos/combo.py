@@ -24,17 +24,20 @@ the form with published D4RL numbers. Other choices, each as in OfflineRL-Kit's 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from engine.agent import SACAgent
 from engine.buffer import Batch, cat_batches
 from engine.cli import run_cli
-from engine.dynamics import DynamicsConfig
 from engine.rollout import RolloutConfig
 from engine.sac import SAC, SACConfig
-from engine.trainer import DEFAULT_DATASET, ModelBasedConfig, train_model_based
+from engine.trainer import RECORDED_DYNAMICS, ModelBasedConfig, fast_budget, train_model_based
+
+ALGO = "combo"
 
 
 @dataclass(frozen=True)
@@ -135,18 +138,6 @@ def combo_update(agent: SAC, real: Batch, model: Batch, generator, cfg: Config) 
     return metrics
 
 
-def train(cfg: Config, resume: str | None = None) -> dict:
-    """Run COMBO; returns the summary (also ``<out>/summary.json``). Raises ValueError on bad input,
-    FileExistsError when ``cfg.out`` already holds a run and ``resume`` is not given."""
-    return train_model_based(
-        "combo",
-        cfg,
-        lambda data, c, dev, dyn: SAC(data.obs_dim, data.act_dim, c.sac, dev),
-        combo_update,
-        resume,
-    )
-
-
 # (horizon, beta) per dataset: OfflineRL-Kit's suggested COMBO settings for D4RL-v2
 # (run_example/run_combo.py); random and expert have none there and take medium's / medium-expert's.
 _COMBO_HPARAMS = {
@@ -160,26 +151,39 @@ for _env, _hp in _COMBO_HPARAMS.items():
     for _level in ("random", "medium", "medium-replay", "medium-expert", "expert"):
         _h, _beta = _hp[_FALLBACK.get(_level, _level)]
         _id = f"simloop/{_env}/{_level}-v0"
-        PRESETS[_id] = Config(dataset=_id, rollout=RolloutConfig(horizon=_h), conservative_coef=_beta)
-PRESETS["fast"] = replace(
-    PRESETS[DEFAULT_DATASET],
-    num_updates=3_000,
-    rollout_batch_size=5_000,
-    eval_interval=3_000,
-    eval_episodes=5,
-    checkpoint_interval=1_500,
-    dynamics=replace(DynamicsConfig(), max_epochs=3, max_steps_per_epoch=400),
-)
+        PRESETS[_id] = Config(
+            dataset=_id, rollout=RolloutConfig(horizon=_h), conservative_coef=_beta, dynamics=RECORDED_DYNAMICS
+        )
+BUDGETS = {"fast": fast_budget(num_updates=3_000)}
 """``--fast``: the whole job in minutes (COMBO's update costs about 3x SAC's)."""
 
 
+class COMBOAgent(SACAgent):
+    """SAC (``engine.sac``) whose critic step carries COMBO's conservative term (``combo_update``)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: Config, device):
+        super().__init__(obs_dim, act_dim, cfg.sac, device)
+        self.cfg = cfg
+
+    def update(self, real: Batch, model: Batch, generator: torch.Generator) -> dict:
+        return combo_update(self.sac, real, model, generator, self.cfg)
+
+
+def make_agent(data, cfg: Config, device, dyn) -> COMBOAgent:
+    """The agent for ``data``'s dims (``engine.trainer``'s ``make_agent``; the dynamics are not part of it)."""
+    return COMBOAgent(data.obs_dim, data.act_dim, cfg, device)
+
+
+def train(cfg: Config | None, resume: str | None = None) -> dict:
+    """Run COMBO; returns the summary (also ``<out>/summary.json``). ``resume`` as ``algos.mopo.train``.
+    Raises ValueError on bad input, FileExistsError when ``cfg.out`` already holds a run and ``resume`` is not
+    given, FloatingPointError when training diverges."""
+    return train_model_based(ALGO, Config, cfg, make_agent, resume)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    return run_cli(train, PRESETS, "python -m algos.combo", __doc__, argv)
+    return run_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    # Run the imported module, not __main__, so that checkpoints pickle algos.combo.Config and load
-    # from any entry point (a resume, a sweep worker, a notebook).
-    from algos.combo import main as _main
-
-    _main()
+    main()

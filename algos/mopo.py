@@ -13,16 +13,19 @@ D4RL-v2 settings (yihaosun1124/OfflineRL-Kit, run_example/run_mopo.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import dataclass
 
 import torch
 
+from engine.agent import SACAgent
 from engine.buffer import Batch, cat_batches
 from engine.cli import run_cli
-from engine.dynamics import DynamicsConfig
 from engine.rollout import RolloutConfig
-from engine.sac import SAC, SACConfig
-from engine.trainer import DEFAULT_DATASET, ModelBasedConfig, train_model_based
+from engine.sac import SACConfig
+from engine.trainer import RECORDED_DYNAMICS, ModelBasedConfig, fast_budget, train_model_based
+
+ALGO = "mopo"
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,6 @@ class Config(ModelBasedConfig):
     """SAC hyperparameters (2x256 networks, lr 3e-4, twin Q, automatic entropy)."""
 
 
-def _preset(dataset: str, horizon: int, penalty_coef: float) -> Config:
-    return Config(dataset=dataset, rollout=RolloutConfig(horizon=horizon, penalty_coef=penalty_coef))
-
-
 # (horizon, penalty_coef) per dataset: OfflineRL-Kit's D4RL-v2 MOPO settings, which reproduce the
 # paper; "expert" has no published MOPO setting and takes the medium-expert one.
 _MOPO_HPARAMS = {
@@ -49,49 +48,47 @@ _MOPO_HPARAMS = {
     "walker2d": {"random": (5, 1.0), "medium": (5, 0.5), "medium-replay": (1, 2.5), "medium-expert": (1, 2.5)},
 }
 PRESETS: dict[str, Config] = {
-    f"simloop/{env}/{level}-v0": _preset(
-        f"simloop/{env}/{level}-v0", *hp[level if level != "expert" else "medium-expert"]
+    f"simloop/{env}/{level}-v0": Config(
+        dataset=f"simloop/{env}/{level}-v0",
+        rollout=RolloutConfig(*hp[level if level != "expert" else "medium-expert"]),
+        dynamics=RECORDED_DYNAMICS,
     )
     for env, hp in _MOPO_HPARAMS.items()
     for level in ("random", "medium", "medium-replay", "medium-expert", "expert")
 }
-PRESETS["fast"] = replace(
-    PRESETS[DEFAULT_DATASET],
-    num_updates=5_000,
-    rollout_batch_size=5_000,
-    eval_interval=5_000,
-    eval_episodes=5,
-    checkpoint_interval=2_500,
-    dynamics=replace(DynamicsConfig(), max_epochs=3, max_steps_per_epoch=400),
-)
-"""``--fast``: the whole job (data generation, dynamics, 5,000 SAC updates, evaluation) in minutes."""
+"""Per-dataset hyperparameters (``--dataset ID`` picks them)."""
+BUDGETS = {"fast": fast_budget(num_updates=5_000)}
+"""``--fast``: the whole job (data generation, dynamics, updates, evaluation) in minutes."""
 
 
-def mopo_update(agent: SAC, real: Batch, model: Batch, generator: torch.Generator, cfg: Config) -> dict:
-    """MOPO's step (Algorithm 2, line 10): one SAC update on the union of real rows and model rows,
-    whose rewards the rollout already penalised by lambda * u(s, a)."""
-    return agent.update(cat_batches(real, model), generator)
+class MOPOAgent(SACAgent):
+    """SAC (``engine.sac``) trained on real rows and model rows whose rewards the rollout already penalised."""
+
+    def update(self, real: Batch, model: Batch, generator: torch.Generator) -> dict:
+        """MOPO's step (Algorithm 2, line 10): one SAC update on the union of real and model rows, whose
+        rewards are r~ = r^ - lambda * u(s, a) (Eq. 8, applied in ``kernels.rollout_step``)."""
+        return self.sac.update(cat_batches(real, model), generator)
 
 
-def train(cfg: Config, resume: str | None = None) -> dict:
+def make_agent(data, cfg: Config, device, dyn) -> MOPOAgent:
+    """The agent for ``data``'s dims (``engine.trainer``'s ``make_agent``; the dynamics are not part of it)."""
+    return MOPOAgent(data.obs_dim, data.act_dim, cfg.sac, device)
+
+
+def train(cfg: Config | None, resume: str | None = None) -> dict:
     """Run MOPO; returns the summary dict (also written to ``<out>/summary.json``).
 
-    With ``resume`` (a run directory), the run continues from its last checkpoint with its own
-    saved config. Raises ValueError for an unknown dataset id or bad config values, FileExistsError
-    when ``cfg.out`` already holds a run and ``resume`` is not given.
+    With ``resume`` (a run directory) the run continues from its last checkpoint with its saved config
+    (``cfg`` None, or the saved config with a larger ``num_updates``). Raises ValueError for an unknown
+    dataset id or bad config values, FileExistsError when ``cfg.out`` already holds a run and ``resume``
+    is not given, FloatingPointError when training diverges.
     """
-    return train_model_based(
-        "mopo", cfg, lambda data, c, dev, dyn: SAC(data.obs_dim, data.act_dim, c.sac, dev), mopo_update, resume
-    )
+    return train_model_based(ALGO, Config, cfg, make_agent, resume)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_cli(train, PRESETS, "python -m algos.mopo", __doc__, argv)
+    return run_cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
-    # Run the imported module, not __main__, so that checkpoints pickle algos.mopo.Config and load
-    # from any entry point (a resume, a sweep worker, a notebook).
-    from algos.mopo import main as _main
-
-    _main()
+    main()

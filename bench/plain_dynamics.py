@@ -46,7 +46,7 @@ class PlainEnsemble:
     """E independent members, trained one after the other on each minibatch."""
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: DynamicsConfig = DynamicsConfig()):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seeded().seed)
         self.cfg = cfg
         self.members = [PlainGaussianMLP(obs_dim + act_dim, obs_dim + 1, cfg) for _ in range(cfg.num_members)]
         self.opts = [torch.optim.Adam(m.parameters(), lr=cfg.lr) for m in self.members]

@@ -44,9 +44,10 @@ installed on every node; the driver's ``MINARI_DATASETS_PATH`` is set in every t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
-import importlib
+import io
 import itertools
 import json
 import math
@@ -56,7 +57,6 @@ import shutil
 import sys
 import time
 import traceback
-import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,10 +65,9 @@ from typing import Literal
 
 import tyro
 
-from engine.trainer import DEFAULT_DATASET
+from algos import ALGOS, algo_module, resolve_config
+from engine.data import DEFAULT_DATASET
 
-ALGOS = {"mopo": "algos.mopo", "combo": "algos.combo", "armor": "algos.armor", "bc": "algos.bc"}
-"""Algorithm name -> module with ``Config``, ``PRESETS`` and ``train(cfg, resume=None)``."""
 AlgoName = Literal["mopo", "combo", "armor", "bc"]
 
 _OBJECT_STORE_BYTES = 200 * 1024**2
@@ -86,9 +85,8 @@ class Config:
     seeds: tuple[int, ...] = (0,)
     """Seeds; each is one trial per algorithm, dataset and override combination."""
     preset: Literal["dataset", "fast"] = "dataset"
-    """``dataset``: each dataset's own preset (full budget). ``fast``: that preset with the budget of the
-    algorithm's ``--fast`` preset (the fields in which ``PRESETS['fast']`` differs from the default
-    dataset's preset: updates, rollout batch, evaluation, dynamics epochs)."""
+    """``dataset``: each dataset's own preset (full budget). ``fast``: that preset with the algorithm's
+    ``--fast`` budget (``python -m algos.<name> --fast --dataset X`` resolves to the same config)."""
     set: tuple[str, ...] = ()
     """Config overrides ``KEY=V1[,V2...]`` (dotted keys for nested fields: ``rollout.penalty_coef=0.5,1.0``;
     tuples space-separated: ``"dynamics.weight_decays=1e-5 1e-5 1e-5"``; ``none`` for None). Several values
@@ -104,8 +102,8 @@ class Config:
     gpus_per_trial: float = 0.0
     """GPUs Ray reserves per trial (use with ``--set device=cuda``)."""
     dynamics_per_seed: bool = True
-    """Each seed fits its own dynamics model (``dynamics.seed`` = the trial's seed), so the spread over
-    seeds includes the model's; off, all seeds of a dataset share one model (faster)."""
+    """Each seed fits its own dynamics model (it follows the trial's seed, as in every run), so the spread
+    over seeds includes the model's; off, all seeds of a dataset share the seed-0 model (faster)."""
     max_retries: int = 0
     """Ray retries of a trial whose worker process died (out of memory, crash); a retry resumes from
     the trial's checkpoint. Python exceptions are never retried."""
@@ -172,103 +170,19 @@ def field_type(cls: type, path: str):
     return tp
 
 
-def parse_value(text: str, tp):
-    """Convert a command-line string to field type ``tp`` (bool, int, float, str, Literal, Optional, tuples).
-
-    Raises:
-        ValueError: the text is not a value of that type, or the field is a group of fields.
-    """
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and text.lower() in ("none", "null"):
-            return None
-        errors = []
-        for arg in args:
-            if arg is not type(None):
-                try:
-                    return parse_value(text, arg)
-                except ValueError as e:
-                    errors.append(str(e))
-        raise ValueError("; ".join(errors))
-    if origin is Literal:
-        for choice in args:
-            if str(choice) == text:
-                return choice
-        raise ValueError(f"{text!r} is not one of {', '.join(map(str, args))}")
-    if origin is tuple:
-        items = text.split()
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(parse_value(x, args[0]) for x in items)
-        if len(items) != len(args):
-            raise ValueError(f"{text!r}: expected {len(args)} space-separated values")
-        return tuple(parse_value(x, a) for x, a in zip(items, args))
-    if tp is bool:
-        if text.lower() in ("true", "yes", "1"):
-            return True
-        if text.lower() in ("false", "no", "0"):
-            return False
-        raise ValueError(f"{text!r} is not a bool (true/false)")
-    if tp is int:
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an integer") from None
-        if not number.is_integer():
-            raise ValueError(f"{text!r} is not an integer")
-        return int(number)  # accepts 5e3 as well as 5000
-    if tp is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
-    if tp is str:
-        return text
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        raise ValueError("this is a group of settings: set its fields (KEY.FIELD=VALUE)")
-    raise ValueError(f"cannot parse a value of type {tp}")
-
-
-def replace_paths(obj, values: dict[str, object]):
-    """``dataclasses.replace`` with dotted paths, all changes to one (nested) dataclass at once, so that
-    fields valid only together (``dynamics.num_members`` and ``dynamics.num_elites``) pass validation."""
-    direct: dict[str, object] = {}
-    nested: dict[str, dict[str, object]] = {}
-    for path, value in values.items():
-        head, _, rest = path.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            direct[head] = value
-    for head, sub in nested.items():
-        direct[head] = replace_paths(getattr(obj, head), sub)
-    return dataclasses.replace(obj, **direct)
+def override_flags(key: str, text: str, tp) -> list[str]:
+    """A ``--set`` value as the command-line flags tyro parses for the field of type ``tp`` at dotted ``key``:
+    ``rollout.penalty_coef=0.5`` -> ``["--rollout.penalty-coef", "0.5"]``; bools as ``--key``/``--no-key``;
+    tuples space-separated; ``none`` as None."""
+    head, _, name = key.rpartition(".")
+    prefix = "--" + (head + "." if head else "")
+    name = name.replace("_", "-")
+    if tp is bool and text.lower() in ("true", "false"):
+        return [prefix + ("" if text.lower() == "true" else "no-") + name]
+    return [prefix + name, *("None" if v.lower() in ("none", "null") else v for v in text.split())]
 
 
 # --- the grid ---------------------------------------------------------------------------------------
-
-
-def algo_module(algo: str):
-    """The algorithm module. Raises ValueError for an unknown name (lists the valid ones)."""
-    if algo not in ALGOS:
-        raise ValueError(f"unknown algorithm {algo!r}; valid: {', '.join(ALGOS)}")
-    return importlib.import_module(ALGOS[algo])
-
-
-def base_config(algo: str, dataset: str, preset: str):
-    """The algorithm's preset for ``dataset`` (its defaults if it has none), with the fast budget if asked."""
-    mod = algo_module(algo)
-    presets, config_cls = mod.PRESETS, mod.Config
-    cfg = presets[dataset] if dataset in presets else config_cls(dataset=dataset)
-    if preset == "fast":
-        reference = presets.get(DEFAULT_DATASET, config_cls())
-        fast = presets["fast"]
-        budget = {
-            f.name: getattr(fast, f.name)
-            for f in dataclasses.fields(fast)
-            if f.name != "dataset" and getattr(fast, f.name) != getattr(reference, f.name)
-        }
-        cfg = dataclasses.replace(cfg, **budget)
-    return cfg
 
 
 @dataclass(frozen=True)
@@ -338,26 +252,28 @@ def expand_grid(cfg: Config) -> list[Trial]:
 
 
 def build_config(trial: Trial, cfg: Config):
-    """The trial's algorithm Config: preset, seed, out, threads, per-seed dynamics, then the overrides.
+    """The trial's algorithm Config, by the rule of every entry point (``algos.resolve_config``): the dataset's
+    preset, the sweep's budget preset, then as flags: seed, out, threads, the shared model (without
+    ``dynamics_per_seed``), and the trial's overrides.
 
     Raises:
         ValueError: an override value of the wrong type, or a combination the Config rejects.
     """
-    algo_cfg = base_config(trial.algo, trial.dataset, cfg.preset)
-    fields: dict[str, object] = {
-        "seed": trial.seed,
-        "out": str(trial.out),
-        "progress": False,  # progress bars of parallel trials interleave in the driver's console
-        "num_threads": cfg.cpus_per_trial,
-    }
-    if cfg.dynamics_per_seed and hasattr(algo_cfg, "dynamics"):
-        fields["dynamics.seed"] = trial.seed
+    config_cls = algo_module(trial.algo).Config
+    flags = ["--seed", str(trial.seed), "--out", str(trial.out), "--num-threads", str(cfg.cpus_per_trial)]
+    flags.append("--no-progress")  # progress bars of parallel trials interleave in the driver's console
+    if not cfg.dynamics_per_seed and field_type(config_cls, "dynamics") is not None:
+        flags += ["--dynamics.seed", "0"]
     for key, text in trial.overrides:
-        try:
-            fields[key] = parse_value(text, field_type(type(algo_cfg), key))
-        except ValueError as e:
-            raise ValueError(f"--set {key}={text}: {e}") from None
-    return replace_paths(algo_cfg, fields)
+        flags += override_flags(key, text, field_type(config_cls, key))
+    preset = None if cfg.preset == "dataset" else cfg.preset
+    message = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(message):
+            return resolve_config(trial.algo, trial.dataset, preset, flags)
+    except SystemExit as e:  # tyro's message, without its box drawing
+        text = " ".join(re.sub(r"[\u2500-\u257f]", " ", message.getvalue()).split())
+        raise ValueError(f"{trial.label}: bad --set value(s) {dict(trial.overrides)}: {text}") from e
 
 
 # --- Ray tasks ----------------------------------------------------------------------------------

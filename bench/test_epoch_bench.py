@@ -1,7 +1,7 @@
 """Seconds per MOPO epoch: one rollout phase (N=50,000 start states x H=5 in E=7 members of 4x200
 SiLU) plus 1,000 SAC updates on batches of 256 mixing 5% real and 95% model rows, HalfCheetah dims
 (D=17, A=6), for simloop's pieces (``RolloutEngine.rollout`` into the device ``ReplayBuffer``,
-``algos.mopo.mopo_update`` on ``ReplayBuffer.sample`` + real rows) and for the plain baselines
+``algos.mopo.MOPOAgent.update`` on ``ReplayBuffer.sample`` + real rows) and for the plain baselines
 (``bench/naive_rollout.py`` into a NumPy buffer, ``bench/plain_mopo.py`` + ``bench/plain_sac.py``),
 in one run.
 
@@ -19,14 +19,13 @@ import time
 import numpy as np
 import torch
 
-from algos.mopo import Config, mopo_update
+from algos.mopo import Config, MOPOAgent
 from bench.conftest import machine, time_interleaved
 from bench.naive_rollout import naive_rollout
 from bench.plain_mopo import NumpyReplayBuffer, plain_mopo_step
 from bench.plain_sac import PlainSAC
 from engine.buffer import Batch, ReplayBuffer
 from engine.rollout import RolloutConfig, RolloutEngine
-from engine.sac import SAC
 from engine.termination import termination_params
 from kernels import EnsembleParams
 
@@ -60,7 +59,8 @@ def test_mopo_epoch(benchmark, bench_n, bench_updates, bench_threads):
     term = termination_params("halfcheetah")
     rollout_cfg = RolloutConfig(H, cfg.rollout.penalty_coef)
     torch.manual_seed(0)
-    sim, plain = SAC(D, A, cfg.sac), PlainSAC(D, A)
+    agent, plain = MOPOAgent(D, A, cfg.sac, "cpu"), PlainSAC(D, A)
+    sim = agent.sac
 
     engine = RolloutEngine(params, lambda o: sim.actor(o, g)[0], term.obs_low, term.obs_high, rollout_cfg, g)
     model_buffer = ReplayBuffer(bench_n * H, D, A)
@@ -71,7 +71,7 @@ def test_mopo_epoch(benchmark, bench_n, bench_updates, bench_threads):
 
     def simloop_update():
         real_batch = real.index(torch.randint(len(real), (num_real,), generator=g))
-        mopo_update(sim, real_batch, model_buffer.sample(num_model, g), g, cfg)
+        agent.update(real_batch, model_buffer.sample(num_model, g), g)
 
     rng = np.random.default_rng(0)
     real_np = NumpyReplayBuffer(num_data, D, A, rng)

@@ -27,50 +27,110 @@ def print_summary(summary: dict, run_dir: str | Path | None = None) -> None:
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
 
 
-def parse_cli(args: list[str], presets: dict, prog: str, description: str | None = None) -> tuple[object, str | None]:
-    """``--fast`` / ``--preset KEY`` pick a preset (default: the preset of ``--dataset``, else the
-    default dataset's), ``--resume DIR`` continues a run; every other flag overrides a field.
+def _take(args: list[str], flag: str, takes_value: bool = True) -> str | bool | None:
+    """Remove ``flag`` (and its value, also as ``flag=value``) from ``args``; return the value (or True)."""
+    for i, a in enumerate(args):
+        if a == flag:
+            if not takes_value:
+                del args[i]
+                return True
+            if i + 1 >= len(args):
+                raise ValueError(f"{flag} needs a value")
+            value = args[i + 1]
+            del args[i : i + 2]
+            return value
+        if takes_value and a.startswith(flag + "="):
+            del args[i]
+            return a.split("=", 1)[1]
+    return None
 
-    Raises ValueError for an unknown preset, listing the valid keys.
+
+def _peek(args: list[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``args`` (left in place), or None."""
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def parse_cli(
+    args: list[str],
+    config_cls: type,
+    presets: dict,
+    budgets: dict,
+    prog: str,
+    description: str | None = None,
+    algo: str | None = None,
+    default_dataset: str | None = None,
+) -> tuple[object, str | None]:
+    """An algorithm's command line -> ``(config, resume directory or None)``.
+
+    Without ``--resume``: ``engine.config.resolve`` (``--dataset``'s preset, then the budget preset named by
+    ``--fast`` / ``--preset KEY``, then every other flag). With ``--resume DIR``: the config saved in
+    ``DIR/checkpoint.pt``, then the flags (the trainer accepts only run-control fields there, such as a
+    larger ``--num-updates``).
+
+    Raises:
+        ValueError: an unknown preset (lists the valid ones), ``--resume`` with a preset, a checkpoint of
+            another algorithm.
+        FileNotFoundError: ``--resume`` names a directory without ``checkpoint.pt``.
     """
+    from engine import checkpoint
+    from engine.config import from_dict, resolve
+
     args = list(args)
-    resume = None
-    if "--resume" in args:
-        i = args.index("--resume")
-        resume = args[i + 1]
-        del args[i : i + 2]
-    key = None
-    if "--fast" in args:
-        args.remove("--fast")
-        key = "fast"
-    if "--preset" in args:
-        i = args.index("--preset")
-        key = args[i + 1]
-        del args[i : i + 2]
-    if key is None:
-        for i, a in enumerate(args):
-            if a == "--dataset" and i + 1 < len(args):
-                key = args[i + 1]
-            elif a.startswith("--dataset="):
-                key = a.split("=", 1)[1]
-        if key is not None and key not in presets:
-            key = None  # a dataset without a preset: defaults apply; the loader checks the id
-    default_cls = type(next(iter(presets.values())))
-    if key is not None and key not in presets:
-        raise ValueError(f"unknown preset {key!r}; valid presets: {', '.join(sorted(presets))}")
-    default = presets[key] if key is not None else default_cls()
-    cfg = tyro.cli(default_cls, args=args, default=default, prog=prog, description=description)
-    return cfg, resume
+    resume = _take(args, "--resume")
+    budget = "fast" if _take(args, "--fast", takes_value=False) else None
+    named = _take(args, "--preset")
+    budget = named if named is not None else budget
+    if resume is not None:
+        if budget is not None:
+            raise ValueError("--resume continues a run with its saved config; it takes no --fast/--preset")
+        ckpt_path = Path(resume) / "checkpoint.pt"
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: no checkpoint.pt in {resume}")
+        saved = from_dict(config_cls, checkpoint.load(ckpt_path, algo)["config"])
+        cfg = tyro.cli(config_cls, args=args, default=saved, prog=prog, description=description)
+        return cfg, resume
+    cfg = resolve(
+        config_cls,
+        presets,
+        budgets,
+        dataset=_peek(args, "--dataset"),
+        budget=budget,
+        overrides=args,
+        default_dataset=default_dataset,
+        prog=prog,
+        description=description,
+    )
+    return cfg, None
 
 
-def run_cli(train, presets: dict, prog: str, description: str | None, argv: list[str] | None = None) -> dict:
-    """The ``__main__`` of an algorithm module: parse (``parse_cli``), ``train(cfg, resume)``, print the table."""
+def run_cli(module, argv: list[str] | None = None) -> dict:
+    """The ``__main__`` of an algorithm module: parse (``parse_cli``), ``train(cfg, resume)``, print the table.
+
+    ``module`` provides ``ALGO`` (its name), ``Config``, ``PRESETS``, ``BUDGETS``, ``train`` and its docstring.
+    """
     import sys
 
+    from engine.data import DEFAULT_DATASET
+
+    prog = f"python -m algos.{module.ALGO}"
     try:
-        cfg, resume = parse_cli(sys.argv[1:] if argv is None else argv, presets, prog, description)
-        summary = train(cfg, resume)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        cfg, resume = parse_cli(
+            sys.argv[1:] if argv is None else argv,
+            module.Config,
+            module.PRESETS,
+            module.BUDGETS,
+            prog,
+            module.__doc__,
+            algo=module.ALGO,
+            default_dataset=DEFAULT_DATASET,
+        )
+        summary = module.train(cfg, resume)
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
         if argv is not None:  # called as a library: let the caller handle it
             raise
         sys.exit(f"{prog}: error: {e}")  # bad input from the command line: the message, status 1

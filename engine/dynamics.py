@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -60,8 +60,12 @@ class DynamicsConfig:
     """Hard cap on epochs (None: until early stop)."""
     max_steps_per_epoch: int | None = None
     """Cap on minibatches per epoch (None: a full pass); for short runs on large datasets."""
-    seed: int = 0
-    """Seed of the split, shuffles and initialisation."""
+    seed: int | None = None
+    """Seed of the split, shuffles and initialisation; None: the run's ``--seed`` (0 outside a run)."""
+
+    def seeded(self, seed: int = 0) -> DynamicsConfig:
+        """This config with ``seed`` filled in where it is None."""
+        return self if self.seed is not None else replace(self, seed=seed)
 
 
 class GaussianEnsemble(nn.Module):
@@ -118,9 +122,10 @@ class EnsembleDynamics:
             raise ValueError(f"num_elites must be in [1, num_members={cfg.num_members}], got {cfg.num_elites}")
         if not 0.0 < cfg.holdout_ratio < 1.0:
             raise ValueError(f"holdout_ratio must be in (0, 1), got {cfg.holdout_ratio}")
-        self.cfg, self.device = cfg, torch.device(device)
-        torch.manual_seed(cfg.seed)
-        self.model = GaussianEnsemble(obs_dim, act_dim, cfg).to(self.device)
+        self.cfg, self.device = cfg.seeded(), torch.device(device)
+        with torch.random.fork_rng(devices=[]):  # initialise from cfg.seed, leaving the global generator as it was
+            torch.manual_seed(self.cfg.seed)
+            self.model = GaussianEnsemble(obs_dim, act_dim, cfg).to(self.device)
 
     @property
     def obs_dim(self) -> int:
@@ -335,6 +340,7 @@ def fit_or_load(
     """
     import hashlib
 
+    cfg = cfg.seeded()
     digest = data_hash(data)
     if path is not None:
         dyn, meta = EnsembleDynamics.load(path, device)
@@ -370,6 +376,8 @@ class FitConfig:
     """Minari dataset id (``python -m engine.datasets list``)."""
     dynamics: DynamicsConfig = DynamicsConfig()
     """Ensemble architecture and training; the same flags as the algorithms' ``--dynamics.*``."""
+    seed: int = 0
+    """The ``--seed`` of the runs that will use the ensemble: its seed unless ``--dynamics.seed`` is given."""
     num_threads: int = 2
     """torch CPU threads: the fit is one process alone, unlike training runs (1.76x at 2 threads, AMD EPYC)."""
     device: str = "cpu"
@@ -392,7 +400,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(cfg.num_threads)
     try:
         data = datasets.load(cfg.dataset, device=cfg.device)
-        _, info = fit_or_load(data.as_batch(), cfg.dataset, cfg.dynamics, cfg.cache_dir, device=cfg.device)
+        dyn_cfg = cfg.dynamics.seeded(cfg.seed)
+        _, info = fit_or_load(data.as_batch(), cfg.dataset, dyn_cfg, cfg.cache_dir, device=cfg.device)
     except (ValueError, FileNotFoundError) as e:
         if argv is not None:
             raise

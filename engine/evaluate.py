@@ -40,6 +40,8 @@ class EvalResult:
     MJX backend without compilation, which ``compile_s`` holds."""
     compile_s: float = 0.0
     """Seconds spent compiling (MJX backend, first call per env and batch size in a process; 0 otherwise)."""
+    seed: int = 0
+    """Seed of episode 0 (episode k was reset with ``seed + k``)."""
 
     @property
     def return_mean(self) -> float:
@@ -65,6 +67,22 @@ class EvalResult:
     def steps_per_s(self) -> float:
         """Environment steps per second of wall time (all episodes' steps / ``wall_s``)."""
         return float(self.lengths.sum() / self.wall_s)
+
+    def episode_rows(self, step: int) -> list[dict]:
+        """One dict per episode: ``step`` (the training step evaluated), ``episode``, ``seed``, ``return``,
+        ``length``, ``normalized_score``; the rows of a run's ``episodes.csv``."""
+        scores = normalize_return(self.env, self.returns)
+        return [
+            {
+                "step": step,
+                "episode": k,
+                "seed": self.seed + k,
+                "return": float(r),
+                "length": int(n),
+                "normalized_score": float(s),
+            }
+            for k, (r, n, s) in enumerate(zip(self.returns, self.lengths, scores))
+        ]
 
     def metrics(self) -> dict[str, float]:
         """Flat dict with namespaced keys (``eval/...``, ``perf/eval_steps_per_s``, ``perf/eval_compile_s``)."""
@@ -178,4 +196,4 @@ def evaluate(
         torch.set_num_threads(prior_threads)
         for env in envs:
             env.close()
-    return EvalResult(spec.gym_id, returns, lengths, time.perf_counter() - t0)
+    return EvalResult(spec.gym_id, returns, lengths, time.perf_counter() - t0, seed=seed)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
+
+from engine.config import to_dict
 
 
 def default_run_dir(algo: str, dataset_id: str) -> Path:
@@ -18,15 +19,27 @@ def default_run_dir(algo: str, dataset_id: str) -> Path:
     return Path("runs") / algo / dataset_id.replace("/", "_") / time.strftime("%Y%m%d-%H%M%S")
 
 
-def to_jsonable(obj):
-    """Dataclasses and tuples to plain JSON types."""
-    if is_dataclass(obj):
-        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {k: to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    return obj
+def machine_info(num_threads: int | None = None) -> dict:
+    """What a recorded figure ran on: ``{"cpu": lscpu model name, "cores": os.cpu_count(), "torch_threads",
+    "gpu": CUDA device name or None, "torch": version, "date": UTC ISO date}``."""
+    import os
+    import platform
+    import subprocess
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        cpu = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), cpu)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads() if num_threads is None else num_threads,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
 
 
 class RunLogger:
@@ -61,6 +74,15 @@ class RunLogger:
                 )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
+        self.episodes_path = self.dir / "episodes.csv"
+        if resume_step is not None and self.episodes_path.exists():  # drop the interrupted run's later episodes
+            with open(self.episodes_path) as f:
+                reader = csv.DictReader(f)
+                kept, keys = [r for r in reader if int(r["step"]) <= resume_step], reader.fieldnames
+            with open(self.episodes_path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys)
+                w.writeheader()
+                w.writerows(kept)
         if resume_step is not None and self.csv_path.exists():
             with open(self.csv_path) as f:
                 self.rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]
@@ -82,9 +104,20 @@ class RunLogger:
         tmp.replace(self.csv_path)
         return values
 
+    def log_episodes(self, step: int, result) -> None:
+        """Append one row per episode of an ``engine.evaluate.EvalResult`` to ``episodes.csv``: ``step, episode,
+        seed, return, length, normalized_score`` (every evaluation of the run, episode by episode)."""
+        rows = result.episode_rows(step)
+        new = not self.episodes_path.exists()
+        with open(self.episodes_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            if new:
+                w.writeheader()
+            w.writerows(rows)
+
     def write_json(self, name: str, obj) -> None:
         tmp = self.dir / (name + ".tmp")
-        tmp.write_text(json.dumps(to_jsonable(obj), indent=2))
+        tmp.write_text(json.dumps(to_dict(obj), indent=2))
         tmp.replace(self.dir / name)
 
     def close(self) -> None:

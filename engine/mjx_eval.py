@@ -474,4 +474,4 @@ def evaluate_mjx(
     returns = np.asarray(batch.returns, dtype=np.float64)  # waits for the device
     lengths = np.asarray(batch.lengths, dtype=np.int64)
     wall_s = time.perf_counter() - t0 - compile_s
-    return EvalResult(spec.gym_id, returns, lengths, wall_s, compile_s)
+    return EvalResult(spec.gym_id, returns, lengths, wall_s, compile_s, seed=seed)

@@ -8,50 +8,55 @@
     -> periodic evaluation on the true environment, metrics, checkpoints (resumable)
     -> final evaluation, summary.json
 
-Algorithms supply their Config (a ``ModelBasedConfig``), a constructor for their agent and
-their update rule; everything else lives here, once.
+Algorithms supply their Config (a ``ModelBasedConfig``) and a constructor for their agent (an
+``engine.agent.Agent``); everything else lives here, once.
+
+Seeding: ``cfg.seed`` decides every random choice of a run. The dynamics ensemble is fitted with
+``cfg.dynamics.seed``, which follows ``cfg.seed`` unless set; the global torch generator is seeded once,
+right before the agent is built (its network initialisation); sampling, rollouts and the actor's noise
+draw from one ``torch.Generator`` seeded with ``cfg.seed``; evaluation episode k is reset with seed
+``cfg.seed + 10_000 + k``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from tqdm import tqdm
 
+from engine import checkpoint
 from engine import data as datasets
-from engine.buffer import Batch, ReplayBuffer
+from engine.agent import Agent
+from engine.buffer import ReplayBuffer
+from engine.config import changed_fields, from_dict, to_dict
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, fit_or_load
-from engine.evaluate import evaluate
-from engine.logger import RunLogger, default_run_dir
-from engine.nets import TanhGaussianActor
+from engine.evaluate import EvalResult, evaluate
+from engine.logger import RunLogger, default_run_dir, machine_info
 from engine.rollout import RolloutConfig, RolloutEngine, rollout_metrics
 from engine.termination import termination_params
-
-DEFAULT_DATASET = datasets.DEFAULT_DATASET
 
 
 @dataclass(frozen=True)
 class ModelBasedConfig:
     """Fields every model-based algorithm shares (each is a CLI flag: ``--num-updates``)."""
 
-    dataset: str = DEFAULT_DATASET
+    dataset: str = datasets.DEFAULT_DATASET
     """Minari dataset id (simloop ids are generated locally when missing)."""
     seed: int = 0
-    """Seed of the networks, sampling and evaluation."""
+    """Seed of every random choice: network initialisation, sampling, rollouts, evaluation episodes, and the
+    dynamics ensemble unless ``dynamics.seed`` or ``dynamics_path`` is given."""
     device: str = "cpu"
     """torch device."""
     num_threads: int = 1
-    """torch intra-op threads on the CPU. 1 by default: the SAC update's small matmuls gain little from
-    a second thread on an idle 2-core machine (60 vs 50 updates/s) and collapse when other work shares
-    the cores (measured here under load: 5.8 updates/s with 2 threads, 59 with 1)."""
+    """torch intra-op threads on the CPU (1: one run per core; bench/RESULTS.md has the measurements)."""
     num_updates: int = 1_000_000
     """Gradient steps of the agent (MOPO/COMBO: 1,000 epochs x 1,000 steps)."""
     batch_size: int = 256
@@ -67,9 +72,9 @@ class ModelBasedConfig:
     model_retain_rollouts: int = 5
     """Rollout phases the model buffer keeps (capacity = this x rollout_batch_size x horizon)."""
     dynamics: DynamicsConfig = DynamicsConfig()
-    """Dynamics ensemble (7 members, 5 elites, 4x200 SiLU)."""
+    """Dynamics ensemble (7 members, 5 elites, 4x200 SiLU); its seed follows ``seed`` unless given."""
     dynamics_path: str | None = None
-    """Use this saved ensemble instead of the cache (must match the dataset)."""
+    """Use this saved ensemble instead of the cache (trained on this dataset; its own seed applies)."""
     eval_interval: int = 10_000
     """Gradient steps between evaluations on the true environment."""
     eval_episodes: int = 10
@@ -80,7 +85,7 @@ class ModelBasedConfig:
     log_interval: int = 1_000
     """Gradient steps between metric rows."""
     checkpoint_interval: int = 10_000
-    """Gradient steps between checkpoints (resumable with --resume)."""
+    """Gradient steps between checkpoints (resumable with --resume; a larger --num-updates extends the run)."""
     out: str | None = None
     """Run directory; default runs/<algo>/<dataset>/<time>/."""
     progress: bool = True
@@ -108,207 +113,314 @@ class ModelBasedConfig:
             )
 
 
-class Agent(Protocol):
-    """What the loop needs of an algorithm's agent. An agent may also define
-    ``rollout_policies(generator) -> list of (obs [N, D] -> act [N, A])``: the rollout batch is then
-    split evenly among them (ARMOR rolls out its policy and the reference policy); by default the
-    loop rolls out ``actor``'s stochastic policy. It may define ``prepare(generator, progress) -> metrics``:
-    work before the first update (ARMOR's critic pretraining), run once before the loop and returning ``{}``
-    when there is nothing (left) to do; when it did work, the loop logs its metrics and ``perf/prepare_s``
-    at the current step and writes a checkpoint, so the work is kept and is not counted in the first
-    row's ``perf/updates_per_s``."""
-
-    actor: TanhGaussianActor
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...
+RECORDED_DYNAMICS = DynamicsConfig(max_epochs=60, max_steps_per_epoch=1000)
+"""The ensemble budget of the dataset presets and the recorded runs: 60 epochs of at most 1,000 minibatches
+(15.4M samples, ~19 passes over 800k training rows) with early stopping, instead of MOPO's full passes to
+early stop, which take hours on a CPU."""
 
 
-UpdateFn = Callable[[Agent, Batch, Batch, torch.Generator, ModelBasedConfig], dict]
-"""``update(agent, real_batch, model_batch, generator, cfg) -> metrics`` (0-d tensors, no host sync)."""
+def fast_budget(num_updates: int, **fields) -> Callable[[ModelBasedConfig], ModelBasedConfig]:
+    """A ``--fast`` budget preset: ``cfg -> cfg`` with ``num_updates`` updates, 5,000 rollout start states, one
+    evaluation on 5 episodes at the end, and a 3 x 400-minibatch ensemble; ``fields`` override any of these.
+    The algorithm's hyperparameters (horizon, lambda, beta, learning rates, ...) stay the dataset's."""
+
+    def budget(cfg: ModelBasedConfig) -> ModelBasedConfig:
+        values = dict(
+            num_updates=num_updates,
+            rollout_batch_size=5_000,
+            eval_interval=num_updates,
+            eval_episodes=5,
+            checkpoint_interval=max(1, num_updates // 2),
+            dynamics=replace(cfg.dynamics, max_epochs=3, max_steps_per_epoch=400),
+        )
+        return replace(cfg, **{**values, **fields})
+
+    return budget
+
+
+RUN_CONTROL_FIELDS = ("num_updates", "num_threads", "progress", "checkpoint_interval", "device", "eval_backend")
+"""Fields a resumed run may change (``--resume DIR --num-updates 400000``): how long and where it runs, not what."""
+
+
+def with_dynamics_seed(cfg: ModelBasedConfig) -> ModelBasedConfig:
+    """``cfg`` with ``dynamics.seed`` set to ``cfg.seed`` where it is None (the ensemble follows the run's seed)."""
+    return replace(cfg, dynamics=cfg.dynamics.seeded(cfg.seed))
+
+
+def _nonfinite(state, prefix: str = "") -> str | None:
+    """The key of the first floating tensor in a (nested) state dict holding NaN or inf, or None."""
+    if isinstance(state, torch.Tensor):
+        return None if not state.is_floating_point() or bool(torch.isfinite(state).all()) else prefix
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list) else ()
+    for k, v in items:
+        bad = _nonfinite(v, f"{prefix}/{k}" if prefix else str(k))
+        if bad is not None:
+            return bad
+    return None
+
+
+class ModelBasedRun:
+    """One run of the loop, in the order ``train_model_based`` drives it: ``__init__`` (setup: data, dynamics,
+    agent, rollout engines, buffers, resume), ``prepare``, then per update ``rollout_phase`` (every
+    ``rollout_interval`` steps), ``update``, ``log_and_evaluate``, ``checkpoint``; finally ``finish``."""
+
+    def __init__(
+        self,
+        algo: str,
+        config_cls: type[ModelBasedConfig],
+        cfg: ModelBasedConfig | None,
+        make_agent: Callable[[datasets.TransitionData, ModelBasedConfig, torch.device, EnsembleDynamics], Agent],
+        resume: str | None = None,
+    ):
+        self.t_start = time.perf_counter()
+        ckpt = None
+        if resume is not None:
+            self.dir = Path(resume)
+            ckpt_path = self.dir / "checkpoint.pt"
+            if not ckpt_path.is_file():
+                raise FileNotFoundError(f"nothing to resume: no checkpoint.pt in {self.dir}")
+            ckpt = checkpoint.load(ckpt_path, algo)
+            saved = with_dynamics_seed(from_dict(config_cls, ckpt["config"]))
+            if cfg is not None:
+                cfg = with_dynamics_seed(cfg)
+                other = [f for f in changed_fields(saved, cfg) if f not in RUN_CONTROL_FIELDS]
+                if other:
+                    raise ValueError(
+                        f"a resumed run keeps its saved config; these fields differ from it: {', '.join(other)} "
+                        f"(only {', '.join(RUN_CONTROL_FIELDS)} may change on --resume)"
+                    )
+                if cfg.num_updates < ckpt["step"]:
+                    raise ValueError(
+                        f"the checkpoint is at step {ckpt['step']}, past --num-updates {cfg.num_updates}; "
+                        f"give at least {ckpt['step']}"
+                    )
+            cfg = cfg if cfg is not None else saved
+        else:
+            if cfg is None:
+                raise ValueError("a fresh run needs a config (cfg=None is only for resume)")
+            cfg = with_dynamics_seed(cfg)
+            self.dir = Path(cfg.out) if cfg.out else default_run_dir(algo, cfg.dataset)
+        self.algo, self.cfg = algo, cfg
+        self.prior_threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.num_threads)
+        dev = self.device = torch.device(cfg.device)
+        self.data = datasets.load(cfg.dataset, device=dev)
+        self.real = self.data.as_batch()
+        if self.data.env_name is None:
+            raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
+        self.logger = RunLogger(self.dir, resume_step=None if ckpt is None else ckpt["step"])
+        if ckpt is None:
+            self.logger.write_json("config.json", {"algo": algo, "command": " ".join(sys.argv), **to_dict(cfg)})
+        self.dyn, self.dyn_info = fit_or_load(
+            self.real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, device=dev, progress=cfg.progress
+        )
+        torch.manual_seed(cfg.seed)  # the one seeding of the global generator: the agent's initialisation
+        self.agent = make_agent(self.data, cfg, dev, self.dyn)
+        self.gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+        term = termination_params(self.data.env_name).to(dev)
+        self.engines = [
+            RolloutEngine(self.dyn.params(), p, term.obs_low, term.obs_high, cfg.rollout, self.gen)
+            for p in self.agent.rollout_policies(self.gen)
+        ]
+        capacity = cfg.model_retain_rollouts * cfg.rollout_batch_size * cfg.rollout.horizon
+        self.model_buffer = ReplayBuffer(capacity, self.data.obs_dim, self.data.act_dim, dev)
+        self.num_real = int(round(cfg.batch_size * cfg.real_ratio))
+        self.step, self.prior_wall, self.last_checkpoint = 0, 0.0, None
+        if ckpt is not None:
+            self.agent.load_state_dict(ckpt["agent"])
+            if "model_buffer" in ckpt:
+                self.model_buffer.load_state_dict(ckpt["model_buffer"])
+            else:  # a slim checkpoint (``engine.checkpoint.slim``): the first rollout phase refills the buffer
+                warnings.warn(
+                    f"{self.dir / 'checkpoint.pt'} holds no model buffer (a slim checkpoint): the run continues from "
+                    f"one fresh rollout phase instead of the last {cfg.model_retain_rollouts}",
+                    stacklevel=3,
+                )
+            self.gen.set_state(ckpt["gen"])
+            self.step, self.prior_wall, self.last_checkpoint = ckpt["step"], ckpt["wall_s"], ckpt["step"]
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count, self.t_log = 0, time.perf_counter()
+        self.evals: list[tuple[int, float]] = []
+
+    def wall_s(self) -> float:
+        """Seconds of this run so far, earlier stretches of a resumed run included."""
+        return self.prior_wall + time.perf_counter() - self.t_start
+
+    def prepare(self) -> None:
+        """The agent's work before the loop (``Agent.prepare``); logged and checkpointed when there was any."""
+        t0 = time.perf_counter()
+        prepared = self.agent.prepare(self.gen, self.cfg.progress)
+        if prepared:
+            self.logger.log(self.step, {**prepared, "perf/prepare_s": time.perf_counter() - t0})
+            self.checkpoint()
+
+    def rollout_phase(self) -> None:
+        """Roll each rollout policy out from dataset start states into the model buffer (fixed shapes)."""
+        cfg, dev = self.cfg, self.device
+        t0 = time.perf_counter()
+        starts = cfg.rollout_batch_size // len(self.engines)
+        for i, engine in enumerate(self.engines):
+            start = self.real.obs[torch.randint(len(self.real), (starts,), generator=self.gen, device=dev)]
+            tr = engine.rollout(start)
+            self.model_buffer.add(*tr.flat())
+            if i == 0:  # metrics of the agent's own policy
+                self.sums.update(rollout_metrics(tr, cfg.rollout.penalty_coef))
+        self.sums["perf/rollout_s"] = torch.tensor(time.perf_counter() - t0)
+
+    def update(self) -> None:
+        """One agent update on ``num_real`` dataset rows and ``batch_size - num_real`` model rows."""
+        cfg, dev = self.cfg, self.device
+        idx = torch.randint(len(self.real), (self.num_real,), generator=self.gen, device=dev)
+        model = self.model_buffer.sample(cfg.batch_size - self.num_real, self.gen)
+        for k, v in self.agent.update(self.real.index(idx), model, self.gen).items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.step += 1
+
+    def evaluate(self, num_episodes: int) -> EvalResult:
+        """The deterministic policy on the true environment; episode k reset with ``seed + 10_000 + k``."""
+        cfg, actor = self.cfg, self.agent.actor
+        if cfg.eval_backend == "mjx":
+            return evaluate(actor, self.data.env_name, num_episodes, seed=cfg.seed + 10_000, backend="mjx")
+        policy = lambda o: actor.act(o, deterministic=True)  # noqa: E731
+        return evaluate(policy, self.data.env_name, num_episodes, seed=cfg.seed + 10_000)
+
+    def record_eval(self, result: EvalResult) -> dict[str, float]:
+        """Log an evaluation's episodes; returns its metrics."""
+        self.logger.log_episodes(self.step, result)
+        self.evals.append((self.step, result.normalized_score))
+        return result.metrics()
+
+    def log_and_evaluate(self) -> None:
+        """Every ``log_interval`` steps a metrics row (``train/*`` averaged over the interval); every
+        ``eval_interval`` steps an evaluation on ``eval_episodes // 2`` episodes (at least 1).
+
+        Raises:
+            FloatingPointError: a ``train/*`` metric is NaN or inf; the message names it and the steps, and
+                the last checkpoint (before it) is left as it was.
+        """
+        cfg, step = self.cfg, self.step
+        do_eval = step % cfg.eval_interval == 0 and step != cfg.num_updates
+        if not (step % cfg.log_interval == 0 or step == cfg.num_updates or do_eval):
+            return
+        row = {k: (v / self.count if k.startswith("train/") else v) for k, v in self.sums.items()}
+        row["perf/updates_per_s"] = self.count / (time.perf_counter() - self.t_log)
+        if do_eval:
+            row.update(self.record_eval(self.evaluate(max(1, cfg.eval_episodes // 2))))
+        values = self.logger.log(step, row)
+        bad = [k for k, v in values.items() if k.startswith("train/") and not math.isfinite(v)]
+        if bad:
+            kept = "none" if self.last_checkpoint is None else f"step {self.last_checkpoint}"
+            raise FloatingPointError(
+                f"non-finite {', '.join(bad)} in the updates of steps {step - self.count + 1}-{step}: the run stopped; "
+                f"its last checkpoint ({kept}) is kept in {self.dir}"
+            )
+        if cfg.progress and "eval/normalized_score" in values:
+            tqdm.write(f"step {step}: normalized score {values['eval/normalized_score']:.1f}")
+        self.sums, self.count, self.t_log = {}, 0, time.perf_counter()
+
+    def checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` (plain data, ``engine.checkpoint``).
+
+        Raises:
+            FloatingPointError: the agent's state holds NaN or inf; nothing is written, the last checkpoint stays.
+        """
+        agent_state = self.agent.state_dict()
+        bad = _nonfinite(agent_state)
+        if bad is not None:
+            kept = "none" if self.last_checkpoint is None else f"step {self.last_checkpoint}"
+            raise FloatingPointError(
+                f"non-finite values in the agent's {bad} at step {self.step}: the run stopped without writing a "
+                f"checkpoint; its last checkpoint ({kept}) is kept in {self.dir}"
+            )
+        state = {
+            "algo": self.algo,
+            "config": to_dict(self.cfg),
+            "agent": agent_state,
+            "model_buffer": self.model_buffer.state_dict(),
+            "gen": self.gen.get_state(),
+            "step": self.step,
+            "wall_s": self.wall_s(),
+        }
+        checkpoint.save(state, self.dir / "checkpoint.pt")
+        self.last_checkpoint = self.step
+
+    def finish(self) -> dict:
+        """Final evaluation on ``eval_episodes``, ``actor.pt``, ``summary.json`` and a last checkpoint."""
+        cfg = self.cfg
+        final = self.evaluate(cfg.eval_episodes)
+        self.logger.log(self.step, self.record_eval(final))
+        torch.save(self.agent.actor.state_dict(), self.dir / "actor.pt")
+        best_step, best = max(self.evals, key=lambda e: e[1])
+        summary = {
+            "algo": self.algo,
+            "dataset": cfg.dataset,
+            "env": self.data.env_name,
+            "seed": cfg.seed,
+            "normalized_score": final.normalized_score,
+            "normalized_score_std": final.normalized_score_std,
+            "return_mean": final.return_mean,
+            "return_std": final.return_std,
+            "eval_episodes": cfg.eval_episodes,
+            "best_eval_normalized_score": best,
+            "best_eval_step": best_step,
+            "behavior_normalized_score": self.data.behavior_normalized_score,
+            "num_updates": self.step,
+            "wall_s": self.wall_s(),
+            "machine": machine_info(cfg.num_threads),
+            "dynamics": dict(self.dyn_info),
+            "run_dir": str(self.dir),
+        }
+        self.logger.write_json("summary.json", summary)
+        self.checkpoint()
+        return summary
+
+    def close(self) -> None:
+        self.logger.close()
+        torch.set_num_threads(self.prior_threads)
 
 
 def train_model_based(
     algo: str,
-    cfg: ModelBasedConfig,
+    config_cls: type[ModelBasedConfig],
+    cfg: ModelBasedConfig | None,
     make_agent: Callable[[datasets.TransitionData, ModelBasedConfig, torch.device, EnsembleDynamics], Agent],
-    update: UpdateFn,
     resume: str | None = None,
 ) -> dict:
     """Run one model-based offline algorithm; returns the summary (also ``<out>/summary.json``).
 
     Args:
-        algo: name used in the run directory and summary ("mopo", "combo").
-        cfg: the algorithm's config (a ModelBasedConfig subclass).
+        algo: the algorithm's name, written into the run directory, checkpoints and summary ("mopo").
+        config_cls: the algorithm's Config class (a resumed run's saved config is rebuilt as one).
+        cfg: the algorithm's config (a ModelBasedConfig subclass). With ``resume`` it may be None (the saved
+            config), or the saved config with other ``RUN_CONTROL_FIELDS`` (a larger ``num_updates`` extends the run).
         make_agent: builds the agent from the loaded data (dims), the config in force, the device and
             the trained dynamics (an agent may keep training it, as ARMOR's adversarial model does).
-        update: one gradient step on a real and a model batch, given the config in force.
-        resume: a run directory to continue from its ``checkpoint.pt`` with its saved config.
+        resume: a run directory to continue from its ``checkpoint.pt``.
     Raises:
-        ValueError: unknown dataset id, bad config, a dataset from an unsupported env.
+        ValueError: unknown dataset id, bad config, a dataset from an unsupported env, a resume whose config
+            differs from the saved one outside ``RUN_CONTROL_FIELDS`` or a checkpoint of another algorithm.
         FileNotFoundError: ``resume`` holds no checkpoint.
         FileExistsError: a fresh run whose ``out`` already holds a run (``engine.logger.RunLogger``).
+        FloatingPointError: a loss or parameter became NaN/inf (the message names the step; the last
+            checkpoint is kept).
     """
-    if resume is not None:
-        run_dir = Path(resume)
-        ckpt_path = run_dir / "checkpoint.pt"
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"nothing to resume: no checkpoint.pt in {run_dir}")
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        cfg = ckpt["cfg"]
-    else:
-        ckpt = None
-        run_dir = Path(cfg.out) if cfg.out else default_run_dir(algo, cfg.dataset)
-    torch.set_num_threads(cfg.num_threads)
-    t_start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    dev = torch.device(cfg.device)
-    data = datasets.load(cfg.dataset, device=dev)
-    real = data.as_batch()
-    env_name = data.env_name
-    if env_name is None:
-        raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
-    logger = RunLogger(run_dir, resume_step=None if ckpt is None else ckpt["step"])
-    if ckpt is None:
-        logger.write_json("config.json", {"algo": algo, "command": " ".join(sys.argv), **dataclasses.asdict(cfg)})
-
-    dyn, dyn_info = fit_or_load(
-        real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, device=dev, progress=cfg.progress
-    )
-    agent = make_agent(data, cfg, dev, dyn)
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    term = termination_params(env_name).to(dev)
-    if hasattr(agent, "rollout_policies"):
-        policies = agent.rollout_policies(gen)
-    else:
-        policies = [lambda o: agent.actor(o, gen)[0]]
-    engines = [RolloutEngine(dyn.params(), p, term.obs_low, term.obs_high, cfg.rollout, gen) for p in policies]
-    starts_per_engine = cfg.rollout_batch_size // len(engines)
-    capacity = cfg.model_retain_rollouts * cfg.rollout_batch_size * cfg.rollout.horizon
-    model_buffer = ReplayBuffer(capacity, data.obs_dim, data.act_dim, dev)
-    num_real = int(round(cfg.batch_size * cfg.real_ratio))
-    num_model = cfg.batch_size - num_real
-    step, prior_wall = 0, 0.0
-    if ckpt is not None:
-        agent.load_state_dict(ckpt["agent"])
-        if "model_buffer" in ckpt:
-            model_buffer.load_state_dict(ckpt["model_buffer"])
-        else:  # a slim checkpoint (``slim_checkpoint``): the loop's first rollout phase refills the buffer
-            warnings.warn(
-                f"{ckpt_path} holds no model buffer (a slim checkpoint): the run continues from one fresh "
-                f"rollout phase instead of the last {cfg.model_retain_rollouts}",
-                stacklevel=2,
-            )
-        gen.set_state(ckpt["gen"])
-        step, prior_wall = ckpt["step"], ckpt["wall_s"]
-
-    def evaluate_now(num_episodes: int):
-        if cfg.eval_backend == "mjx":
-            return evaluate(agent.actor, env_name, num_episodes, seed=cfg.seed + 10_000, backend="mjx")
-        policy = lambda o: agent.actor.act(o, deterministic=True)  # noqa: E731
-        return evaluate(policy, env_name, num_episodes, seed=cfg.seed + 10_000)
-
-    def save_checkpoint(wall_s: float) -> None:
-        tmp = run_dir / "checkpoint.tmp"
-        state = {
-            "cfg": cfg,
-            "agent": agent.state_dict(),
-            "model_buffer": model_buffer.state_dict(),
-            "gen": gen.get_state(),
-            "step": step,
-            "wall_s": wall_s,
-        }
-        torch.save(state, tmp)
-        tmp.replace(run_dir / "checkpoint.pt")
-
-    prepare = getattr(agent, "prepare", None)
-    if prepare is not None:
-        t0 = time.perf_counter()
-        prepared = prepare(gen, cfg.progress)
-        if prepared:
-            logger.log(step, {**prepared, "perf/prepare_s": time.perf_counter() - t0})
-            save_checkpoint(prior_wall + time.perf_counter() - t_start)
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
-    t_log = time.perf_counter()
-    bar = tqdm(total=cfg.num_updates, initial=step, desc=f"{algo} updates", unit="upd", disable=not cfg.progress)
-    while step < cfg.num_updates:
-        if step % cfg.rollout_interval == 0 or len(model_buffer) == 0:
-            t0 = time.perf_counter()
-            for i, engine in enumerate(engines):
-                start = real.obs[torch.randint(len(real), (starts_per_engine,), generator=gen, device=dev)]
-                tr = engine.rollout(start)
-                model_buffer.add(*tr.flat())
-                if i == 0:  # metrics of the agent's own policy
-                    sums.update(rollout_metrics(tr, cfg.rollout.penalty_coef))
-            sums["perf/rollout_s"] = torch.tensor(time.perf_counter() - t0)
-        real_batch = real.index(torch.randint(len(real), (num_real,), generator=gen, device=dev))
-        metrics = update(agent, real_batch, model_buffer.sample(num_model, gen), gen, cfg)
-        for k, v in metrics.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        step += 1
-        bar.update(1)
-        do_eval = step % cfg.eval_interval == 0 and step != cfg.num_updates
-        if step % cfg.log_interval == 0 or step == cfg.num_updates or do_eval:
-            row = {k: (v / count if k.startswith("train/") else v) for k, v in sums.items()}
-            row["perf/updates_per_s"] = count / (time.perf_counter() - t_log)
-            if do_eval:
-                row.update(evaluate_now(max(1, cfg.eval_episodes // 2)).metrics())
-            values = logger.log(step, row)
-            if cfg.progress and "eval/normalized_score" in values:
-                bar.write(f"step {step}: normalized score {values['eval/normalized_score']:.1f}")
-            sums, count, t_log = {}, 0, time.perf_counter()
-        if step % cfg.checkpoint_interval == 0 and step != cfg.num_updates:
-            save_checkpoint(prior_wall + time.perf_counter() - t_start)
-    bar.close()
-    final = evaluate_now(cfg.eval_episodes)
-    logger.log(step, final.metrics())
-    wall = prior_wall + time.perf_counter() - t_start
-    torch.save(agent.actor.state_dict(), run_dir / "actor.pt")
-    summary = {
-        "algo": algo,
-        "dataset": cfg.dataset,
-        "env": env_name,
-        "seed": cfg.seed,
-        "normalized_score": final.normalized_score,
-        "normalized_score_std": final.normalized_score_std,
-        "return_mean": final.return_mean,
-        "return_std": final.return_std,
-        "eval_episodes": cfg.eval_episodes,
-        "behavior_normalized_score": data.behavior_normalized_score,
-        "num_updates": step,
-        "wall_s": wall,
-        "dynamics": dict(dyn_info),
-        "run_dir": str(run_dir),
-    }
-    logger.write_json("summary.json", summary)
-    save_checkpoint(wall)
-    logger.close()
-    return summary
-
-
-def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Copy a run's ``checkpoint.pt`` without its model buffer (ARMOR on HalfCheetah: 218 MB -> ~9 MB), so that a
-    long run can be carried to another machine (or kept in a repository) and continued there with
-    ``--resume``: put the file as ``checkpoint.pt`` in a run directory. The agent, its optimisers, the random
-    generator and the step are kept; the resumed run starts with one fresh rollout phase in the model buffer
-    instead of the last ``model_retain_rollouts``. Returns ``dst``.
-
-    Raises:
-        FileNotFoundError: no file at ``src``.
-        ValueError: ``src`` is not a training checkpoint of this loop (no ``agent`` / ``step``).
-    """
-    src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise FileNotFoundError(f"no checkpoint at {src}")
-    ckpt = torch.load(src, weights_only=False)
-    if not isinstance(ckpt, dict) or not {"cfg", "agent", "gen", "step"} <= set(ckpt):
-        raise ValueError(f"{src} is not a training checkpoint (expected the keys cfg, agent, gen, step)")
-    ckpt.pop("model_buffer", None)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(dst)
-    return dst
+    run = ModelBasedRun(algo, config_cls, cfg, make_agent, resume)
+    try:
+        run.prepare()
+        cfg = run.cfg
+        bar = tqdm(
+            total=cfg.num_updates, initial=run.step, desc=f"{algo} updates", unit="upd", disable=not cfg.progress
+        )
+        while run.step < cfg.num_updates:
+            if run.step % cfg.rollout_interval == 0 or len(run.model_buffer) == 0:
+                run.rollout_phase()
+            run.update()
+            bar.update(1)
+            run.log_and_evaluate()
+            if run.step % cfg.checkpoint_interval == 0 and run.step != cfg.num_updates:
+                run.checkpoint()
+        bar.close()
+        return run.finish()
+    finally:
+        run.close()

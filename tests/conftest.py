@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny real dataset in a private Minari root, and tiny run budgets."""
 
 import pytest
+import torch
 
 from engine import data as datasets
 from engine.dynamics import DynamicsConfig
@@ -25,6 +26,14 @@ TINY_RUN = dict(
     num_threads=1,
 )
 """Budget fields shared by every algorithm's Config for smoke runs."""
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Every test leaves torch's thread count as it found it (runs and benchmarks set their own)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

@@ -3,6 +3,7 @@ resume and bad input."""
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from algos import mopo
 from engine import data as datasets
 from engine.cli import parse_cli
+from engine.data import DEFAULT_DATASET
 from engine.rollout import RolloutConfig
 from tests.conftest import TINY_RUN
 
@@ -48,23 +50,37 @@ def test_smoke_run_writes_a_valid_summary(tiny_dataset, tmp_path):
 def test_resume_continues_from_checkpoint(tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset, tmp_path / "run", num_updates=20, checkpoint_interval=10)
     mopo.train(cfg)
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert ckpt["step"] == 20
-    # Pretend the run was meant to go on: resume with a longer budget from the saved checkpoint.
-    ckpt["cfg"] = replace(ckpt["cfg"], num_updates=30)
-    torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
-    # ... and that it logged step 30 before it was killed, after its last checkpoint (step 20).
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)  # plain data
+    assert ckpt["step"] == 20 and ckpt["algo"] == "mopo" and ckpt["config"]["num_updates"] == 20
+    # Pretend it logged step 30 before it was killed, after its last checkpoint (step 20).
     csv_path = tmp_path / "run" / "metrics.csv"
     lines = csv_path.read_text().splitlines()
     stale = "30" + ",-123.0" * (len(lines[0].split(",")) - 1)
     csv_path.write_text("\n".join([*lines, stale]) + "\n")
-    summary = mopo.train(cfg, resume=str(tmp_path / "run"))
+    # Extend the run: the saved config with a larger budget.
+    summary = mopo.train(replace(cfg, num_updates=30), resume=str(tmp_path / "run"))
     assert summary["num_updates"] == 30
     rows = csv_path.read_text().splitlines()[1:]
     steps = [int(r.split(",")[0]) for r in rows]
     assert max(steps) == 30 and 10 in steps  # rows from before the resume are kept
     # the interrupted run's row after the checkpoint is gone
     assert stale not in rows and "-123.0" not in csv_path.read_text()
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["config"]["num_updates"] == 30
+
+
+def test_resume_keeps_the_saved_config(tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, tmp_path / "run", num_updates=20)
+    mopo.train(cfg)
+    other = replace(cfg, num_updates=30, rollout=RolloutConfig(horizon=2, penalty_coef=1.0))
+    with pytest.raises(ValueError, match=r"fields differ from it: rollout.penalty_coef \(only num_updates"):
+        mopo.train(other, resume=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"at step 20, past --num-updates 10; give at least 20"):
+        mopo.train(replace(cfg, num_updates=10), resume=str(tmp_path / "run"))
+    from algos import combo
+
+    with pytest.raises(ValueError, match=r"checkpoint of a 'mopo' run, not 'combo'.*python -m algos.mopo"):
+        combo.train(None, resume=str(tmp_path / "run"))
+    assert mopo.train(None, resume=str(tmp_path / "run"))["num_updates"] == 20  # None: the saved config
 
 
 def test_a_fresh_run_refuses_a_directory_holding_a_run(tiny_dataset, tmp_path):
@@ -76,26 +92,43 @@ def test_a_fresh_run_refuses_a_directory_holding_a_run(tiny_dataset, tmp_path):
     assert before == {n: (tmp_path / "run" / n).read_bytes() for n in before}  # nothing overwritten
 
 
+def parse(args):
+    return parse_cli(
+        args, mopo.Config, mopo.PRESETS, mopo.BUDGETS, "mopo", algo="mopo", default_dataset=DEFAULT_DATASET
+    )
+
+
 def test_presets_cover_the_dataset_registry():
     for key, cfg in mopo.PRESETS.items():
-        if key != "fast":
-            assert key in datasets.DATASETS and cfg.dataset == key
+        assert key in datasets.DATASETS and cfg.dataset == key
     assert set(datasets.DATASETS) <= set(mopo.PRESETS)
     assert mopo.PRESETS["simloop/halfcheetah/medium-v0"].rollout == RolloutConfig(horizon=5, penalty_coef=0.5)
-    fast = mopo.PRESETS["fast"]
-    assert fast.dataset == mopo.DEFAULT_DATASET and fast.num_updates < mopo.Config().num_updates
+    fast = mopo.BUDGETS["fast"](mopo.PRESETS[DEFAULT_DATASET])
+    assert fast.dataset == DEFAULT_DATASET and fast.num_updates < mopo.Config().num_updates
 
 
 def test_cli_presets_and_overrides():
-    cfg, resume = parse_cli(["--fast", "--num-updates", "123"], mopo.PRESETS, "mopo")
-    assert cfg.num_updates == 123 and cfg.rollout_batch_size == mopo.PRESETS["fast"].rollout_batch_size
-    assert resume is None
-    cfg, _ = parse_cli(["--dataset", "simloop/hopper/medium-v0"], mopo.PRESETS, "mopo")
+    cfg, resume = parse(["--fast", "--num-updates", "123"])
+    fast = mopo.BUDGETS["fast"](mopo.PRESETS[DEFAULT_DATASET])
+    assert cfg.num_updates == 123 and cfg.rollout_batch_size == fast.rollout_batch_size and resume is None
+    cfg, _ = parse(["--dataset", "simloop/hopper/medium-v0"])
     assert cfg.rollout.penalty_coef == 5.0 and cfg.dataset == "simloop/hopper/medium-v0"
-    cfg, resume = parse_cli(["--resume", "runs/x"], mopo.PRESETS, "mopo")
-    assert resume == "runs/x"
-    with pytest.raises(ValueError, match="unknown preset 'nope'; valid presets: fast, simloop/"):
-        parse_cli(["--preset", "nope"], mopo.PRESETS, "mopo")
+    # --fast on another dataset: that dataset's hyperparameters, the fast budget
+    cfg, _ = parse(["--fast", "--dataset", "simloop/hopper/medium-v0"])
+    assert cfg.rollout.penalty_coef == 5.0 and cfg.num_updates == fast.num_updates
+    with pytest.raises(ValueError, match="unknown preset 'nope'; valid presets: fast"):
+        parse(["--preset", "nope"])
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        parse(["--resume", "runs/nowhere"])
+    with pytest.raises(ValueError, match="takes no --fast"):
+        parse(["--resume", "runs/nowhere", "--fast"])
+
+
+def test_help_shows_the_resolved_values(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--fast", "--dataset", "simloop/hopper/medium-v0", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 5.0)" in out.split("--rollout.penalty-coef")[1].split("--")[0]
 
 
 def test_bad_input_fails_clearly(tmp_path, monkeypatch):
@@ -138,9 +171,9 @@ def test_dynamics_command_fits_once_and_mopo_reuses_it(tiny_dataset, tmp_path, c
         dynamics.main(["--dataset", "simloop/ant/medium-v0", "--dynamics.max-epochs", "1"])
 
 
-def test_cli_checkpoint_loads_from_any_entry_point(tiny_dataset, tmp_path):
-    """A checkpoint written by ``python -m algos.mopo`` holds ``algos.mopo.Config`` (not ``__main__.Config``),
-    so a sweep worker or a notebook can load and resume it."""
+def test_cli_run_writes_plain_data_and_resumes_from_the_cli(tiny_dataset, tmp_path):
+    """A checkpoint written by ``python -m algos.mopo`` holds plain data (``weights_only=True``), and
+    ``--resume DIR --num-updates N`` extends the run from the command line."""
     import os
     import subprocess
     import sys
@@ -154,28 +187,52 @@ def test_cli_checkpoint_loads_from_any_entry_point(tiny_dataset, tmp_path):
     env = {**os.environ, "PYTHONPATH": root}
     done = subprocess.run([sys.executable, "-m", "algos.mopo", *args], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert type(ckpt["cfg"]) is mopo.Config and ckpt["step"] == 20
-    ckpt["cfg"] = replace(ckpt["cfg"], num_updates=30)
-    torch.save(ckpt, out / "checkpoint.pt")
-    assert mopo.train(ckpt["cfg"], resume=str(out))["num_updates"] == 30
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["algo"] == "mopo" and ckpt["step"] == 20 and ckpt["config"]["rollout"]["horizon"] == 2
+    resume = ["--resume", str(out), "--num-updates", "30", "--no-progress"]
+    done = subprocess.run([sys.executable, "-m", "algos.mopo", *resume], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["num_updates"] == 30
+    bad = subprocess.run(
+        [sys.executable, "-m", "algos.mopo", "--resume", str(out), "--num-updates", "40", "--rollout.horizon", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "rollout.horizon" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_checkpoint_written_before_plain_data_resumes(tiny_dataset, tmp_path):
+    """tests/data/legacy_mopo_run: a run stopped at step 20 of 40 by the code of commit 6bb3289, whose
+    checkpoint pickles ``algos.mopo.Config``; it resumes, converted on load, and finishes."""
+    import shutil
+
+    run = tmp_path / "legacy"
+    shutil.copytree(Path(__file__).parent / "data" / "legacy_mopo_run", run)
+    with pytest.raises(Exception):  # noqa: B017 - what any weights_only load of it does
+        torch.load(run / "checkpoint.pt", weights_only=True)
+    with pytest.warns(UserWarning, match="before checkpoints held plain data"):
+        summary = mopo.train(None, resume=str(run))
+    assert summary["num_updates"] == 40 and summary["dataset"] == tiny_dataset
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 40 and ckpt["config"]["sac"]["hidden_dims"] == [16, 16]
+    steps = [int(r.split(",")[0]) for r in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps[:2] == [10, 20] and steps[-1] == 40
 
 
 def test_a_slim_checkpoint_resumes_with_a_fresh_rollout_phase(tiny_dataset, tmp_path):
-    from engine.trainer import slim_checkpoint
+    from engine.checkpoint import slim as slim_checkpoint
 
     cfg = tiny_config(tiny_dataset, tmp_path / "run", num_updates=20, checkpoint_interval=10)
     mopo.train(cfg)
-    full = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    full = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     slim_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "moved" / "checkpoint.pt")
-    slim = torch.load(tmp_path / "moved" / "checkpoint.pt", weights_only=False)
+    slim = torch.load(tmp_path / "moved" / "checkpoint.pt", weights_only=True)
     assert "model_buffer" not in slim and slim["step"] == full["step"] == 20
     for k, v in full["agent"]["actor"].items():
         assert torch.equal(v, slim["agent"]["actor"][k])
-    slim["cfg"] = replace(slim["cfg"], num_updates=30)
-    torch.save(slim, tmp_path / "moved" / "checkpoint.pt")
     with pytest.warns(UserWarning, match="no model buffer"):
-        summary = mopo.train(cfg, resume=str(tmp_path / "moved"))
+        summary = mopo.train(replace(cfg, num_updates=30), resume=str(tmp_path / "moved"))
     assert summary["num_updates"] == 30
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         slim_checkpoint(tmp_path / "nowhere.pt", tmp_path / "x.pt")

@@ -106,10 +106,8 @@ def test_run_trial_resumes_from_a_checkpoint_and_restarts_without_one(tiny_datas
     assert "999" not in (trial.out / "metrics.csv").read_text()  # the fresh start dropped the stale rows
     # A driver crash after the checkpoint at step 20: no summary, and the run was meant to go to 30.
     (trial.out / "summary.json").unlink()
-    ckpt = torch.load(trial.out / "checkpoint.pt", weights_only=False)
-    ckpt["cfg"] = dataclasses.replace(ckpt["cfg"], num_updates=30)
-    torch.save(ckpt, trial.out / "checkpoint.pt")
-    result = sweep.run_trial("mopo", algo_cfg)
+    assert torch.load(trial.out / "checkpoint.pt", weights_only=True)["step"] == 20
+    result = sweep.run_trial("mopo", dataclasses.replace(algo_cfg, num_updates=30))
     assert result["status"] == "done" and result["resumed"] and result["summary"]["num_updates"] == 30
 
 
@@ -132,17 +130,30 @@ def test_parse_set_and_values():
         with pytest.raises(ValueError):
             sweep.parse_set(bad)
     t = lambda key: sweep.field_type(mopo.Config, key)  # noqa: E731
-    assert sweep.parse_value("5e3", t("num_updates")) == 5000
-    assert sweep.parse_value("0.25", t("rollout.penalty_coef")) == 0.25
-    assert sweep.parse_value("false", t("progress")) is False
-    assert sweep.parse_value("none", t("dynamics_path")) is None
-    assert sweep.parse_value("1e-5 2e-5", t("dynamics.weight_decays")) == (1e-5, 2e-5)
+    assert sweep.override_flags("rollout.penalty_coef", "0.25", t("rollout.penalty_coef")) == [
+        "--rollout.penalty-coef",
+        "0.25",
+    ]
+    assert sweep.override_flags("progress", "false", t("progress")) == ["--no-progress"]
+    assert sweep.override_flags("dynamics_path", "none", t("dynamics_path")) == ["--dynamics-path", "None"]
+    assert sweep.override_flags("dynamics.weight_decays", "1e-5 2e-5", t("dynamics.weight_decays"))[1:] == [
+        "1e-5",
+        "2e-5",
+    ]
     assert sweep.field_type(mopo.Config, "rollout.nope") is None
-    for text, key, match in (("1.5", "num_updates", "not an integer"), ("x", "real_ratio", "not a number")):
-        with pytest.raises(ValueError, match=match):
-            sweep.parse_value(text, t(key))
-    with pytest.raises(ValueError, match="group of settings"):
-        sweep.parse_value("1", t("rollout"))
+
+
+def test_set_values_are_parsed_by_the_cli_rule(tmp_path):
+    """--set values become the flags of ``python -m algos.<name>`` and go through the same resolution."""
+    cfg = sweep.Config(
+        algos=("mopo",), sweep_dir=str(tmp_path), set=("dynamics.weight_decays=1e-5 1e-5 1e-5 1e-5 1e-5",)
+    )
+    (trial,) = sweep.expand_grid(cfg)
+    assert sweep.build_config(trial, cfg).dynamics.weight_decays == (1e-5,) * 5
+    for item in ("num_updates=1.5", "real_ratio=x"):
+        (trial,) = sweep.expand_grid(dataclasses.replace(cfg, set=(item,)))
+        with pytest.raises(ValueError, match="bad --set value"):
+            sweep.build_config(trial, cfg)
 
 
 def test_grid_names_applicability_presets_and_config_errors(tmp_path):
@@ -168,8 +179,18 @@ def test_grid_names_applicability_presets_and_config_errors(tmp_path):
     ]
     by_name = {(t.algo, t.seed, t.variant): t for t in trials}
     m = sweep.build_config(by_name[("mopo", 1, "rollout.penalty_coef=1.0")], cfg)
-    assert m.rollout.penalty_coef == 1.0 and m.seed == 1 and m.dynamics.seed == 1 and m.num_threads == 1
-    assert m.num_updates == mopo.PRESETS["fast"].num_updates  # fast budget ...
+    assert m.rollout.penalty_coef == 1.0 and m.seed == 1 and m.num_threads == 1
+    assert m.dynamics.seed is None  # the model follows the trial's seed (engine.trainer.with_dynamics_seed)
+    hopper = mopo.PRESETS["simloop/hopper/medium-v0"]
+    assert m == mopo.BUDGETS["fast"](
+        dataclasses.replace(
+            hopper, seed=1, out=m.out, progress=False, rollout=dataclasses.replace(hopper.rollout, penalty_coef=1.0)
+        )
+    )  # fast budget on the dataset's preset, as `python -m algos.mopo --fast --dataset ...` resolves it
+    shared = sweep.build_config(
+        by_name[("mopo", 1, "rollout.penalty_coef=1.0")], dataclasses.replace(cfg, dynamics_per_seed=False)
+    )
+    assert shared.dynamics.seed == 0
     assert m.rollout.horizon == mopo.PRESETS["simloop/hopper/medium-v0"].rollout.horizon  # ... on the dataset's preset
     assert not hasattr(m, "conservative_coef")
     with pytest.raises(ValueError, match="COMBO uses no reward penalty"):  # a failed trial, not a failed sweep

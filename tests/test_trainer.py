@@ -1,0 +1,215 @@
+"""engine.trainer wiring that a wrong experiment would get wrong: seeds, exact resume, the penalty reaching the
+model buffer, divergence stopping the run, and the records a run writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from algos import armor, combo, mopo
+from engine import rollout as rollout_module
+from engine import trainer
+from engine.rollout import RolloutConfig
+from engine.sac import SACConfig
+from kernels import rollout_step
+from tests.conftest import TINY_RUN
+
+SMALL_SAC = SACConfig(hidden_dims=(32, 32))
+
+
+def tiny(module, dataset, out, **kw):
+    """A tiny run of ``module``'s algorithm (2-step rollouts, small networks)."""
+    fields = dict(dataset=dataset, out=str(out), rollout=RolloutConfig(horizon=2), **TINY_RUN)
+    if module is mopo:
+        fields.update(rollout=RolloutConfig(horizon=2, penalty_coef=0.5), sac=SMALL_SAC)
+    elif module is combo:
+        fields.update(sac=replace(combo.Config().sac, hidden_dims=(32, 32)), num_repeat_actions=3)
+    else:
+        fields.update(
+            hidden_dims=(32, 32),
+            reference_updates=50,
+            critic_pretrain_updates=30,
+            dynamics=replace(TINY_RUN["dynamics"], num_members=1, num_elites=1),
+        )
+    return replace(module.Config(**fields), **kw)
+
+
+def _rows(path, drop_perf: bool = True) -> list[dict]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return [{k: v for k, v in r.items() if not (drop_perf and k.startswith("perf/"))} for r in rows]
+
+
+def _assert_same_state(a, b, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{where}/{i}")
+    else:
+        assert a == b, where
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def _kill_after(monkeypatch, step: int) -> None:
+    """Make the run die at its first metrics row after ``step`` (after the checkpoint at ``step`` was written)."""
+    log = trainer.RunLogger.log
+
+    def dying(self, s, metrics):
+        if s > step:
+            raise Killed
+        return log(self, s, metrics)
+
+    monkeypatch.setattr(trainer.RunLogger, "log", dying)
+
+
+@pytest.mark.parametrize("module", [mopo, combo, armor], ids=["mopo", "combo", "armor"])
+def test_a_killed_and_resumed_run_equals_an_unstopped_one(module, tiny_dataset, tmp_path, monkeypatch):
+    """N updates straight == N/2, killed after its checkpoint, resumed to N: agent state, model buffer,
+    generator, metrics rows (timings aside) and evaluation episodes, bit for bit."""
+    straight = tmp_path / "straight"
+    module.train(tiny(module, tiny_dataset, straight))
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as m:
+        _kill_after(m, 20)
+        with pytest.raises(Killed):
+            module.train(tiny(module, tiny_dataset, stopped))
+    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] == 20
+    summary = module.train(None, resume=str(stopped))
+    assert summary["num_updates"] == 40
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    for key in ("agent", "model_buffer", "gen", "step"):
+        _assert_same_state(a[key], b[key], key)
+    assert _rows(straight / "metrics.csv") == _rows(stopped / "metrics.csv")
+    assert _rows(straight / "episodes.csv") == _rows(stopped / "episodes.csv")
+
+
+def _first_steps(module, dataset, out, seed: int):
+    """Initial actor weights and the first update's critic loss of a run, through the loop's own setup."""
+    run = trainer.ModelBasedRun(module.ALGO, module.Config, tiny(module, dataset, out, seed=seed), module.make_agent)
+    try:
+        init = {k: v.clone() for k, v in run.agent.actor.state_dict().items()}
+        run.rollout_phase()
+        run.update()
+        return init, float(run.sums["train/critic_loss"]), run.dyn_info
+    finally:
+        run.close()
+
+
+def test_the_seed_decides_initial_weights_and_first_losses_and_a_cached_model_changes_nothing(
+    tiny_dataset, tmp_path
+):
+    init0, loss0, dyn0 = _first_steps(mopo, tiny_dataset, tmp_path / "a", seed=0)
+    assert not dyn0["reused"]  # fitted here ...
+    again, loss0_again, dyn0_again = _first_steps(mopo, tiny_dataset, tmp_path / "b", seed=0)
+    assert dyn0_again["reused"]  # ... and taken from the cache here: the agent's init must not notice
+    _assert_same_state(init0, again)
+    assert loss0 == loss0_again
+    init1, loss1, dyn1 = _first_steps(mopo, tiny_dataset, tmp_path / "c", seed=1)
+    assert not dyn1["reused"]  # seed 1 fits its own ensemble (dynamics.seed follows the run's seed)
+    assert not torch.equal(init0["trunk.0.weight"], init1["trunk.0.weight"])
+    assert loss0 != loss1
+    pinned = tiny(mopo, tiny_dataset, tmp_path / "d", seed=1)
+    pinned = replace(pinned, dynamics=replace(pinned.dynamics, seed=0))
+    run = trainer.ModelBasedRun("mopo", mopo.Config, pinned, mopo.make_agent)
+    try:
+        assert run.dyn_info["reused"] and run.dyn_info["path"] == dyn0["path"]  # --dynamics.seed 0 pins it
+        _assert_same_state(init1, run.agent.actor.state_dict())  # and leaves the agent's init to --seed
+    finally:
+        run.close()
+
+
+def test_the_penalty_reaches_the_model_buffer(tiny_dataset, tmp_path, monkeypatch):
+    """In a run with lambda > 0, the rows of the model buffer carry reward = model reward - lambda * u, with the
+    model reward and u recomputed here from the same inputs, and the run's cfg.rollout is the engine's."""
+    calls = []
+    step = rollout_module.rollout_step
+
+    def recording(params, obs, act, noise, member, penalty_coef, *args):
+        out = step(params, obs, act, noise, member, penalty_coef, *args)
+        calls.append((params, obs, act, noise, member, penalty_coef, args, out))
+        return out
+
+    monkeypatch.setattr(rollout_module, "rollout_step", recording)
+    cfg = tiny(mopo, tiny_dataset, tmp_path / "run", rollout=RolloutConfig(horizon=2, penalty_coef=0.7))
+    run = trainer.ModelBasedRun("mopo", mopo.Config, cfg, mopo.make_agent)
+    try:
+        assert all(e.cfg == cfg.rollout for e in run.engines)
+        run.rollout_phase()
+        assert len(calls) == cfg.rollout.horizon
+        rewards, kept = [], []
+        for params, obs, act, noise, member, lam, args, out in calls:
+            assert lam == 0.7
+            plain = step(params, obs, act, noise, member, 0.0, *args)  # the model's own reward, no penalty
+            torch.testing.assert_close(out.reward, plain.reward - 0.7 * plain.uncertainty, rtol=0, atol=1e-5)
+            assert bool((plain.uncertainty > 0).all())  # so the check above is not vacuous
+            rewards.append(out.reward)
+            kept.append(torch.isfinite(out.uncertainty))
+        alive = torch.ones_like(kept[0])
+        expected = []
+        for t, (r, k) in enumerate(zip(rewards, kept)):  # rows kept: alive and finite, step by step
+            expected.append(r[alive & k])
+            alive = alive & ~calls[t][-1].terminal
+        buffer_rew = run.model_buffer.data.rew[: len(run.model_buffer)]
+        torch.testing.assert_close(buffer_rew, torch.cat(expected), rtol=0, atol=0)
+    finally:
+        run.close()
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+    cfg = tiny(mopo, tiny_dataset, tmp_path / "run")
+    update = mopo.MOPOAgent.update
+
+    def diverging(self, real, model, generator):
+        metrics = update(self, real, model, generator)
+        if int(self.sac.critic_opt.state_dict()["state"][0]["step"]) > 25:  # from update 26 on
+            metrics["train/critic_loss"] = metrics["train/critic_loss"] * float("nan")
+        return metrics
+
+    monkeypatch.setattr(mopo.MOPOAgent, "update", diverging)
+    with pytest.raises(FloatingPointError, match=r"non-finite train/critic_loss in the updates of steps 21-30.*step 20"):
+        mopo.train(cfg)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 20
+    monkeypatch.setattr(mopo.MOPOAgent, "update", update)
+
+    def poison(self, real, model, generator):  # a parameter, not a metric, goes bad
+        metrics = update(self, real, model, generator)
+        with torch.no_grad():
+            self.actor.trunk[0].weight[0, 0] = float("inf")
+        return metrics
+
+    monkeypatch.setattr(mopo.MOPOAgent, "update", poison)
+    cfg2 = replace(cfg, out=str(tmp_path / "run2"), log_interval=40, eval_interval=40)
+    with pytest.raises(FloatingPointError, match=r"non-finite values in the agent.s actor/trunk.0.weight at step 20"):
+        mopo.train(cfg2)
+    assert not (tmp_path / "run2" / "checkpoint.pt").exists()
+
+
+def test_a_run_writes_its_records_and_restores_the_thread_count(tiny_dataset, tmp_path):
+    before = torch.get_num_threads()
+    summary = mopo.train(tiny(mopo, tiny_dataset, tmp_path / "run", num_threads=1 if before != 1 else 2))
+    assert torch.get_num_threads() == before
+    run = tmp_path / "run"
+    episodes = _rows(run / "episodes.csv")
+    assert [int(r["step"]) for r in episodes] == [20, 40]  # the step-20 evaluation and the final one
+    assert [int(r["seed"]) for r in episodes] == [10_000, 10_000]
+    final = [float(r["normalized_score"]) for r in episodes if r["step"] == "40"]
+    assert summary["normalized_score"] == pytest.approx(sum(final) / len(final))
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["best_eval_normalized_score"] == max(float(r["normalized_score"]) for r in episodes)
+    assert on_disk["machine"]["cpu"] and on_disk["machine"]["torch_threads"] in (1, 2)
+    config = json.loads((run / "config.json").read_text())
+    assert config["algo"] == "mopo" and config["rollout"]["penalty_coef"] == 0.5 and config["dynamics"]["seed"] == 0
