@@ -38,10 +38,11 @@ from engine.agent import Agent
 from engine.buffer import ReplayBuffer
 from engine.config import changed_fields, from_dict, to_dict
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, fit_or_load
-from engine.evaluate import EvalResult, evaluate
+from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir, machine_info
 from engine.rollout import RolloutConfig, RolloutEngine, rollout_metrics
 from engine.termination import termination_params
+from kernels import rollout_step
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,53 @@ def _nonfinite(state, prefix: str = "") -> str | None:
     return None
 
 
+class UncertaintyProbe:
+    """Where the policy leaves the data: the model's uncertainty u(s, a) (``cfg.rollout.uncertainty``, as in the
+    rollout penalty) at the states and actions the policy visits on the true environment during an evaluation,
+    against its distribution on the dataset's own (s, a), both under the model as it is at the evaluation
+    (ARMOR's model changes during training).
+
+    Metrics: ``eval/model_uncertainty_mean`` (mean u over every visited step), ``eval/model_uncertainty_data_p99``
+    (the 99th percentile of u on 10,000 dataset rows) and ``eval/model_uncertainty_frac_beyond_p99`` (fraction
+    of visited steps beyond it: ~0.01 for a policy that stays where the data is).
+    """
+
+    def __init__(self, params, real, uncertainty: str, generator: torch.Generator):
+        self.params, self.kind = params, uncertainty
+        idx = torch.randint(len(real), (min(len(real), 10_000),), generator=generator, device=real.obs.device)
+        self.data_obs, self.data_act = real.obs[idx], real.act[idx]
+        self.values: list[torch.Tensor] = []
+
+    def u(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """``[N]`` uncertainty of ``(obs [N, D], act [N, A])`` (zero noise; u does not depend on the sample)."""
+        n = obs.shape[0]
+        noise = torch.zeros(n, obs.shape[1] + 1, device=obs.device)
+        member = self.params.elites[:1].expand(n)
+        return rollout_step(self.params, obs, act, noise, member, 0.0, uncertainty=self.kind).uncertainty
+
+    def wrap(self, policy):
+        """``policy`` that also records u at every (obs, act) it is called on."""
+
+        @torch.no_grad()
+        def observed(obs: torch.Tensor) -> torch.Tensor:
+            act = policy(obs)
+            self.values.append(self.u(obs, act))
+            return act
+
+        return observed
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics of the steps recorded since the last call."""
+        u, self.values = torch.cat(self.values), []
+        with torch.no_grad():
+            p99 = float(torch.quantile(self.u(self.data_obs, self.data_act), 0.99))
+        return {
+            "eval/model_uncertainty_mean": float(u.mean()),
+            "eval/model_uncertainty_data_p99": p99,
+            "eval/model_uncertainty_frac_beyond_p99": float((u > p99).float().mean()),
+        }
+
+
 class ModelBasedRun:
     """One run of the loop, in the order ``train_model_based`` drives it: ``__init__`` (setup: data, dynamics,
     agent, rollout engines, buffers, resume), ``prepare``, then per update ``rollout_phase`` (every
@@ -238,6 +286,9 @@ class ModelBasedRun:
                 )
             self.gen.set_state(ckpt["gen"])
             self.step, self.prior_wall, self.last_checkpoint = ckpt["step"], ckpt["wall_s"], ckpt["step"]
+        self.probe = UncertaintyProbe(
+            self.dyn.params(), self.real, cfg.rollout.uncertainty, torch.Generator(device=dev).manual_seed(cfg.seed)
+        )
         self.sums: dict[str, torch.Tensor] = {}
         self.count, self.t_log = 0, time.perf_counter()
         self.evals: list[tuple[int, float]] = []
@@ -277,19 +328,21 @@ class ModelBasedRun:
         self.count += 1
         self.step += 1
 
-    def evaluate(self, num_episodes: int) -> EvalResult:
-        """The deterministic policy on the true environment; episode k reset with ``seed + 10_000 + k``."""
+    def evaluate(self, num_episodes: int) -> dict[str, float]:
+        """The deterministic policy on the true environment (episode k reset with ``seed + 10_000 + k``); logs its
+        episodes and returns its metrics, with the model's uncertainty along the way on the CPU backend
+        (``UncertaintyProbe``)."""
         cfg, actor = self.cfg, self.agent.actor
         if cfg.eval_backend == "mjx":
-            return evaluate(actor, self.data.env_name, num_episodes, seed=cfg.seed + 10_000, backend="mjx")
-        policy = lambda o: actor.act(o, deterministic=True)  # noqa: E731
-        return evaluate(policy, self.data.env_name, num_episodes, seed=cfg.seed + 10_000)
-
-    def record_eval(self, result: EvalResult) -> dict[str, float]:
-        """Log an evaluation's episodes; returns its metrics."""
+            result = evaluate(actor, self.data.env_name, num_episodes, seed=cfg.seed + 10_000, backend="mjx")
+            extra = {}
+        else:
+            policy = self.probe.wrap(lambda o: actor.act(o, deterministic=True))
+            result = evaluate(policy, self.data.env_name, num_episodes, seed=cfg.seed + 10_000)
+            extra = self.probe.metrics()
         self.logger.log_episodes(self.step, result)
         self.evals.append((self.step, result.normalized_score))
-        return result.metrics()
+        return {**result.metrics(), **extra}
 
     def log_and_evaluate(self) -> None:
         """Every ``log_interval`` steps a metrics row (``train/*`` averaged over the interval); every
@@ -306,7 +359,7 @@ class ModelBasedRun:
         row = {k: (v / self.count if k.startswith("train/") else v) for k, v in self.sums.items()}
         row["perf/updates_per_s"] = self.count / (time.perf_counter() - self.t_log)
         if do_eval:
-            row.update(self.record_eval(self.evaluate(max(1, cfg.eval_episodes // 2))))
+            row.update(self.evaluate(max(1, cfg.eval_episodes // 2)))
         values = self.logger.log(step, row)
         bad = [k for k, v in values.items() if k.startswith("train/") and not math.isfinite(v)]
         if bad:
@@ -348,8 +401,8 @@ class ModelBasedRun:
     def finish(self) -> dict:
         """Final evaluation on ``eval_episodes``, ``actor.pt``, ``summary.json`` and a last checkpoint."""
         cfg = self.cfg
-        final = self.evaluate(cfg.eval_episodes)
-        self.logger.log(self.step, self.record_eval(final))
+        final_metrics = self.evaluate(cfg.eval_episodes)
+        self.logger.log(self.step, final_metrics)
         torch.save(self.agent.actor.state_dict(), self.dir / "actor.pt")
         best_step, best = max(self.evals, key=lambda e: e[1])
         summary = {
@@ -357,10 +410,10 @@ class ModelBasedRun:
             "dataset": cfg.dataset,
             "env": self.data.env_name,
             "seed": cfg.seed,
-            "normalized_score": final.normalized_score,
-            "normalized_score_std": final.normalized_score_std,
-            "return_mean": final.return_mean,
-            "return_std": final.return_std,
+            "normalized_score": final_metrics["eval/normalized_score"],
+            "normalized_score_std": final_metrics["eval/normalized_score_std"],
+            "return_mean": final_metrics["eval/return_mean"],
+            "return_std": final_metrics["eval/return_std"],
             "eval_episodes": cfg.eval_episodes,
             "best_eval_normalized_score": best,
             "best_eval_step": best_step,

@@ -211,5 +211,10 @@ def test_a_run_writes_its_records_and_restores_the_thread_count(tiny_dataset, tm
     on_disk = json.loads((run / "summary.json").read_text())
     assert on_disk["best_eval_normalized_score"] == max(float(r["normalized_score"]) for r in episodes)
     assert on_disk["machine"]["cpu"] and on_disk["machine"]["torch_threads"] in (1, 2)
+    evals = [r for r in _rows(run / "metrics.csv") if r.get("eval/normalized_score")]
+    assert len(evals) == 2
+    for r in evals:  # where the policy goes against where the data is, under the model
+        assert float(r["eval/model_uncertainty_mean"]) > 0 and float(r["eval/model_uncertainty_data_p99"]) > 0
+        assert 0.0 <= float(r["eval/model_uncertainty_frac_beyond_p99"]) <= 1.0
     config = json.loads((run / "config.json").read_text())
     assert config["algo"] == "mopo" and config["rollout"]["penalty_coef"] == 0.5 and config["dynamics"]["seed"] == 0
