@@ -293,3 +293,226 @@ def test_critic_pretraining_fits_the_reference_value_and_runs_once():
     resumed = armor.ARMORAgent(ref, EnsembleDynamics(4, 2, cfg.dynamics), cfg, 10.0, *bounds, real=real)
     resumed.load_state_dict(fresh.state_dict())
     assert resumed.critics_pretrained
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Wiring: one ARMOR update against an oracle written here from the formulas of algos/armor.py's module docstring,
+# using only the networks' forward passes (no ARMORAgent helper, no relative_pessimism / bellman_error /
+# model_fit_error, unlike bench/plain_armor.py, which reuses them and so cannot catch their bugs).
+# ---------------------------------------------------------------------------------------------------------------
+
+D3, A2 = 3, 2
+V_MAX, OBS_BOUND = 2.0, 1.5
+
+
+def _armor_agent64(seed: int, critic_hidden=(8,)) -> armor.ARMORAgent:
+    """A hand-sized ARMOR agent in float64 with non-default coefficients (a dropped or swapped factor shows),
+    finite observation bounds (some model next states terminate) and a non-trivial input normaliser and alpha.
+    Initialised from ``seed`` without touching the global RNG."""
+    cfg = armor.Config(
+        hidden_dims=critic_hidden,
+        bellman_coef=2.5,
+        residual_weight=0.3,
+        model_fit_coef=0.7,
+        # 7/8 is exact in float32: model_step returns the terminal flag as float32, so gamma * (1 - d) is formed in
+        # float32 even in this float64 agent (harmless in training, which is all float32); 0.9 would differ by 2e-8.
+        gamma=0.875,
+        slow_lr=1e-3,
+        progress=False,
+        dynamics=DynamicsConfig(
+            num_members=1, num_elites=1, hidden_dim=8, num_layers=1, weight_decays=(1e-5, 1e-5), seed=seed
+        ),
+    )
+    bound = torch.full((D3,), OBS_BOUND, dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        ref = TanhGaussianActor(D3, A2, (8,))
+        dyn = EnsembleDynamics(D3, A2, cfg.dynamics)
+        agent = armor.ARMORAgent(ref, dyn, cfg, V_MAX, -bound, bound)  # real=None: no critic pretraining
+    for net in (agent.actor, agent.reference, agent.critic, agent.critic_target, agent.dyn.model):
+        net.double()  # in place (param.data swapped): the optimisers keep pointing at the same parameters
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        agent.log_alpha.data = torch.tensor(-0.4, dtype=torch.float64)  # alpha = 0.67, not 1: a dropped alpha shows
+        agent.dyn.model.in_mean.copy_(0.3 * torch.randn(D3 + A2, generator=g, dtype=torch.float64))
+        agent.dyn.model.in_std.copy_(torch.rand(D3 + A2, generator=g, dtype=torch.float64) + 0.5)
+    return agent
+
+
+def _batch64(n: int, seed: int) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        torch.randn(n, D3, generator=g, dtype=torch.float64),
+        torch.rand(n, A2, generator=g, dtype=torch.float64) * 2 - 1,
+        torch.randn(n, generator=g, dtype=torch.float64),
+        torch.randn(n, D3, generator=g, dtype=torch.float64),
+        torch.zeros(n, dtype=torch.float64),
+    )
+
+
+def _capture_armor_draws(agent: armor.ARMORAgent, monkeypatch) -> tuple[list, list]:
+    """Record the random draws one ``agent.update`` makes, through the agent's own calls: every actor call
+    (its input states, the generator state before it, its actions, whether it is differentiable) and the noise of
+    every model sample (``model_step``'s arguments). The oracle then uses the same sampled actions and noise
+    without replaying the generator, so it does not depend on the order of the draws."""
+    actor_calls, model_calls = [], []
+    actor_forward, model_step = agent.actor.forward, agent.model_step
+
+    def forward(obs, generator=None):
+        state = generator.get_state() if generator is not None else None
+        act, logp = actor_forward(obs, generator)
+        actor_calls.append(
+            {"obs": obs.detach().clone(), "gen_state": state, "act": act.detach().clone(), "grad": act.requires_grad}
+        )
+        return act, logp
+
+    def step(obs, act, noise):
+        model_calls.append({"obs": obs.detach().clone(), "act": act.detach().clone(), "noise": noise.detach().clone()})
+        return model_step(obs, act, noise)
+
+    monkeypatch.setattr(agent.actor, "forward", forward)
+    monkeypatch.setattr(agent, "model_step", step)
+    return actor_calls, model_calls
+
+
+def _oracle_actor_grad(actor0, critic_after, alpha: torch.Tensor, call: dict) -> list[torch.Tensor]:
+    """d/dtheta mean(alpha log pi(a|s) - f1(s, a)), a = the reparameterised sample of the actor step (the same noise,
+    restored from the generator state the agent's call started from), f1 the first critic after the critic step."""
+    gen = torch.Generator()
+    gen.set_state(call["gen_state"])
+    act, logp = actor0(call["obs"], gen)
+    assert torch.equal(act.detach(), call["act"])  # the same sample as the agent's step
+    f1 = critic_after(call["obs"], act)[0]
+    return list(torch.autograd.grad((alpha * logp - f1).mean(), list(actor0.parameters())))
+
+
+def _assert_grads_close(got, expected, what: str):
+    assert len(got) == len(expected), what
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert a is not None, f"{what}[{i}] got no gradient"
+        # float64 throughout and the same terms summed in another order (~1e-15 relative); 1e-10 leaves room for
+        # that and nothing else: a wrong term, factor or detach moves a gradient by O(1e-2..1) relative.
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, i=i: f"{what}[{i}]: {m}")
+
+
+def test_armor_update_gradients_match_paper_formula_oracle(monkeypatch):
+    """One ``ARMORAgent.update``: the gradients it applies to the critics, to the model and to the actor equal
+    those of the losses written from the module docstring:
+
+        critics: sum_i L(f_i) + beta E^w(f_i),  L(f) = mean_{D_M}[f(s, a~pi(s)) - f(s, pi_ref(s))] (pi_ref: its mean),
+                 E^w(f) = (1-w) mean[(f(s,a) - r_M - g (1-d) f_target(s'_M, a'))^2] + w mean[(... f(s'_M, a'))^2],
+                 with (s'_M, r_M) the model's reparameterised sample held fixed (the other player's);
+        model:   beta (sum_i E^w(f_i, M) + lambda E_D(M)) with the critics held fixed, E_D(M) on the real rows:
+                 0.5 mean_dims[(mu - (s' - s))^2 / var + log var] + (mu_r - r)^2 / V_max^2
+                 (model_fit_error's stated convention: Gaussian NLL without constants, averaged over the D dims);
+        actor:   mean(alpha log pi(a|s) - f1(s, a)) over D_M's states, with the critics just updated,
+
+    where a' ~ pi(s'_M) is a sampled action (no gradient: the policy is not a player of the adversary's game) and
+    d = 1 where s'_M leaves the observation bounds."""
+    real, model = _batch64(5, 1), _batch64(5, 2)
+    agent = _armor_agent64(0)
+    cfg = agent.cfg
+    beta, w, gamma, lam = cfg.bellman_coef, cfg.residual_weight, cfg.gamma, cfg.model_fit_coef
+    actor0, critic0, target0, model0 = (
+        copy.deepcopy(m) for m in (agent.actor, agent.critic, agent.critic_target, agent.dyn.model)
+    )
+    alpha = agent.log_alpha.detach().exp().clone()
+    actor_calls, model_calls = _capture_armor_draws(agent, monkeypatch)
+
+    agent.update(real, model, torch.Generator().manual_seed(3))
+    got_critic = [p.grad for p in agent.critic.parameters()]
+    got_model = [p.grad for p in agent.dyn.model.parameters()]
+    got_actor = [p.grad for p in agent.actor.parameters()]
+
+    s = torch.cat([real.obs, model.obs])  # D_M: the real rows, then the model rows
+    a = torch.cat([real.act, model.act])
+    [draw] = model_calls
+    assert torch.equal(draw["obs"], s) and torch.equal(draw["act"], a)  # M is queried at D_M's (s, a)
+    mean, logvar = (x[0] for x in model0(model0.normalize(s, a)))
+    y = mean + torch.exp(0.5 * logvar) * draw["noise"]
+    s_next, r_m = s + y[:, :D3], y[:, D3]
+    done = ((s_next <= -OBS_BOUND) | (s_next >= OBS_BOUND)).any(-1).double()
+    assert 0 < done.sum() < len(done)  # both kinds of rows: the (1 - d) factor is exercised
+    no_grad_calls = [c for c in actor_calls if not c["grad"]]
+    [a_pi] = [c["act"] for c in no_grad_calls if c["obs"].shape == s.shape and torch.equal(c["obs"], s)]
+    at_next = [c for c in no_grad_calls if c["obs"].shape == s.shape and torch.allclose(c["obs"], s_next, 0, 1e-12)]
+    assert len(at_next) == 1, "a' must be drawn from pi at the model's next states s'_M"
+    a_next = at_next[0]["act"]
+    a_ref = torch.tanh(agent.reference.dist_params(s)[0]).detach()
+
+    cont = gamma * (1.0 - done)
+
+    def e_w(q, r, nxt):
+        td = (q - (r + cont * target0(nxt, a_next))).pow(2).mean(-1)
+        residual = (q - (r + cont * critic0(nxt, a_next))).pow(2).mean(-1)
+        return (1 - w) * td + w * residual  # [2]: per critic
+
+    q = critic0(s, a)
+    rel = (critic0(s, a_pi) - critic0(s, a_ref)).mean(-1)
+    critic_obj = (rel + beta * e_w(q, r_m.detach(), s_next.detach())).sum()
+    expected_critic = torch.autograd.grad(critic_obj, list(critic0.parameters()))
+
+    n_real = len(real)
+    mu, lv, delta = mean[:n_real], logvar[:n_real], real.next_obs - real.obs
+    nll = 0.5 * ((mu[:, :D3] - delta).pow(2) * torch.exp(-lv[:, :D3]) + lv[:, :D3]).mean(-1)
+    fit = (nll + (mu[:, D3] - real.rew).pow(2) / V_MAX**2).mean()
+    bell_model = e_w(q.detach(), r_m, s_next).sum()
+    model_params = list(model0.parameters())
+    expected_model = torch.autograd.grad(beta * (bell_model + lam * fit), model_params, retain_graph=True)
+
+    [step_call] = [c for c in actor_calls if c["grad"]]
+    assert torch.equal(step_call["obs"], s)  # the actor steps on D_M's states
+    expected_actor = _oracle_actor_grad(actor0, agent.critic, alpha, step_call)
+
+    _assert_grads_close(got_critic, expected_critic, "critic")
+    _assert_grads_close(got_model, expected_model, "model")
+    _assert_grads_close(got_actor, expected_actor, "actor")
+    # Not vacuous: the model's gradient has a share from each of its two terms, each far above the tolerance.
+    flat = torch.cat([g.flatten() for g in expected_model])
+    g_fit = torch.cat([g.flatten() for g in torch.autograd.grad(beta * lam * fit, model_params, retain_graph=True)])
+    g_bell = torch.cat([g.flatten() for g in torch.autograd.grad(beta * bell_model, model_params)])
+    assert g_fit.norm() > 0.05 * flat.norm() and g_bell.norm() > 0.05 * flat.norm()
+
+
+def test_armor_actor_step_moves_the_mean_action_towards_higher_f1(monkeypatch):
+    """Linear critics with known action slopes: f1 rises with a_0 and falls with a_1 (slope 8), f2 the opposite,
+    so a step that followed f2 or min(f1, f2) would go another way. The actor's gradient equals the oracle's, and
+    both a small step along it and the update's own Adam step move the policy's mean action tanh(mu(s)) up in
+    a_0, down in a_1, and raise f1 at the mean action."""
+    real, model = _batch64(7, 11), _batch64(7, 12)
+    agent = _armor_agent64(5, critic_hidden=())
+    obs_w = torch.randn(2, D3, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    slopes = torch.tensor([[8.0, -8.0], [-8.0, 8.0]], dtype=torch.float64)  # f1: +a_0 - a_1; f2: -a_0 + a_1
+    with torch.no_grad():
+        agent.critic.net.out.weight.copy_(torch.cat([obs_w, slopes], 1).unsqueeze(-1))
+        agent.critic_target.load_state_dict(agent.critic.state_dict())
+    actor0 = copy.deepcopy(agent.actor)
+    alpha = agent.log_alpha.detach().exp().clone()
+    actor_calls, _ = _capture_armor_draws(agent, monkeypatch)
+    s = torch.cat([real.obs, model.obs])
+
+    def mean_action(actor):
+        with torch.no_grad():
+            return torch.tanh(actor.dist_params(s)[0])
+
+    def f1_at_mean(actor):
+        with torch.no_grad():
+            return agent.critic(s, mean_action(actor))[0].mean()
+
+    agent.update(real, model, torch.Generator().manual_seed(4))
+    got = [p.grad for p in agent.actor.parameters()]
+    [step_call] = [c for c in actor_calls if c["grad"]]
+    _assert_grads_close(got, _oracle_actor_grad(actor0, agent.critic, alpha, step_call), "actor")
+    # The critic step moved the slopes by ~fast_lr = 5e-4 only: f1 still rises with a_0 and falls with a_1.
+    w1 = agent.critic.net.out.weight[0, D3:, 0]
+    assert w1[0] > 7.9 and w1[1] < -7.9
+
+    stepped = copy.deepcopy(actor0)
+    with torch.no_grad():
+        norm = torch.cat([g.flatten() for g in got]).norm()
+        for p, g in zip(stepped.parameters(), got):
+            p -= 1e-3 / norm * g  # a small gradient-descent step on the actor loss
+    for moved in (stepped, agent.actor):  # the gradient step, and the update's own Adam step (lr 1e-3)
+        shift = (mean_action(moved) - mean_action(actor0)).mean(0)
+        assert shift[0] > 0 and shift[1] < 0, shift
+        assert f1_at_mean(moved) > f1_at_mean(actor0)

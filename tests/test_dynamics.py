@@ -1,11 +1,14 @@
 """The dynamics ensemble: fits a known system, picks elites by holdout error, saves/reloads
 exactly, and is reused (or refused) by fit_or_load."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from engine.buffer import Batch
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, fit_or_load
+from tests.conftest import TINY_DYN
 
 SMALL = DynamicsConfig(
     num_members=3, num_elites=2, hidden_dim=32, num_layers=2, weight_decays=(1e-5, 1e-5, 1e-5), max_epochs=40, seed=1
@@ -127,3 +130,124 @@ def test_decay_in_optimiser_takes_the_steps_of_decay_in_loss():
         # The same gradient summed in another order: float32 rounding, amplified by Adam's
         # normalisation over 5 steps of lr 1e-3, stays far below one step (1e-3).
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Wiring of fit's model selection: the elites are the lowest-holdout-MSE members, and each member leaves fit with
+# the weights of its own best epoch. Expectations come from quantities recorded or recomputed here, not from the
+# initial weights, so the tests hold whatever the initialisation (they never use the global torch RNG).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _holdout_rows(n: int, cfg: DynamicsConfig) -> torch.Tensor:
+    """fit's holdout split, reproduced: the first min(int(n * ratio), max_holdout) indices of a randperm drawn from a
+    generator seeded with cfg.seed."""
+    num_holdout = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))[:num_holdout]
+
+
+def _member_mse(dyn: EnsembleDynamics, data: Batch, rows: torch.Tensor) -> torch.Tensor:
+    """Per-member MSE of the predicted mean of [delta obs, reward] on ``rows``, in float64, computed here."""
+    with torch.no_grad():
+        mean, _ = dyn.model(dyn.model.normalize(data.obs[rows], data.act[rows]))
+    target = torch.cat([data.next_obs[rows] - data.obs[rows], data.rew[rows, None]], -1)
+    return (mean.double() - target.double()).pow(2).mean((1, 2))
+
+
+def test_elites_are_exactly_the_lowest_holdout_mse_members(monkeypatch):
+    """Five members, two elites; members 0 and 2 are held at their initial weights throughout (reset after every
+    training step), so they are the worst by construction. The elites must be the two members with the lowest
+    holdout MSE, recomputed here on the reproduced holdout split: neither the first two members (0 contains a
+    frozen one) nor the two worst (0 and 2) can pass."""
+    cfg = replace(TINY_DYN, num_members=5, num_elites=2, max_epochs=3, batch_size=32, seed=3)
+    data = toy_system(401, seed=11)
+    dyn = EnsembleDynamics(3, 1, cfg)
+    frozen = [0, 2]
+    init = {k: v.clone() for k, v in dyn.model.state_dict().items() if k.startswith("layers.")}
+    train_step, holdout_mse = dyn.train_step, dyn.holdout_mse
+    evaluated = []
+
+    def frozen_step(opt, x, y):
+        train_step(opt, x, y)
+        with torch.no_grad():
+            for k, v in dyn.model.state_dict().items():  # state_dict tensors share the parameters' storage
+                if k in init:
+                    v[frozen] = init[k][frozen]
+
+    def recording_holdout_mse(x, y):
+        evaluated.append(x.clone())
+        return holdout_mse(x, y)
+
+    monkeypatch.setattr(dyn, "train_step", frozen_step)
+    monkeypatch.setattr(dyn, "holdout_mse", recording_holdout_mse)
+    metrics = dyn.fit(data, progress=False)
+
+    hold = _holdout_rows(len(data), dyn.cfg)
+    # fit evaluated on exactly that split (same elementwise normalisation of the same rows: bit-identical).
+    assert all(torch.equal(x, dyn.model.normalize(data.obs[hold], data.act[hold])) for x in evaluated)
+    mse = _member_mse(dyn, data, hold)
+    order = torch.argsort(mse)
+    expected = order[:2].sort().values.tolist()
+    assert dyn.elites.tolist() == expected, (mse, dyn.elites)
+    # Not vacuous: the frozen members are the two worst, the answer is not the first two members, and the 2nd and
+    # 3rd best differ by far more than float32 rounding (1e-6 relative), so the ranking is unambiguous.
+    assert mse[frozen].min() > mse[[1, 3, 4]].max()
+    assert expected != [0, 1] and set(expected).isdisjoint(frozen)
+    assert mse[order[2]] - mse[order[1]] > 1e-4 * mse[order[1]]
+    # The reported holdout MSE is the elites' mean (float32 in fit, float64 here: 1e-5 relative).
+    assert metrics["dynamics/holdout_mse"] == pytest.approx(float(mse[expected].mean()), rel=1e-5)
+
+
+def test_each_member_keeps_the_weights_of_its_best_epoch(monkeypatch):
+    """Member 1's weights are spoiled (large noise) right after epoch 2, so its holdout MSE jumps and stays above its
+    epoch-1 value, while members 0 and 2 keep improving through epoch 4. Recording the weights and per-member holdout
+    MSE at every evaluation, each member must leave fit with the snapshot of its own best epoch, under fit's
+    documented rule (a member's best moves only on a relative improvement above ``improvement``, 1%): member 1 its
+    epoch-1 weights, bit for bit, although the others were saved later (a per-member, not whole-model, save)."""
+    cfg = replace(TINY_DYN, max_epochs=4, batch_size=32, seed=4)
+    data = toy_system(401, seed=12)
+    dyn = EnsembleDynamics(3, 1, cfg)
+    spoiled, spoil_epoch, last = 1, 2, cfg.max_epochs
+    noise = torch.Generator().manual_seed(5)
+    holdout_mse = dyn.holdout_mse
+    snapshots, mses = [], []
+
+    def recording_holdout_mse(x, y):
+        call = len(mses)  # 0: before training, k: after epoch k, last + 1: fit's final evaluation
+        if call == spoil_epoch:  # the member got worse during this epoch
+            with torch.no_grad():
+                for layer in dyn.model.layers:
+                    layer.weight[spoiled] += torch.randn(layer.weight.shape[1:], generator=noise)
+        mse = holdout_mse(x, y)
+        if call <= last:
+            snapshots.append({k: v.clone() for k, v in dyn.model.state_dict().items() if k.startswith("layers.")})
+            mses.append(mse.clone())
+        return mse
+
+    monkeypatch.setattr(dyn, "holdout_mse", recording_holdout_mse)
+    dyn.fit(data, progress=False)
+    assert len(mses) == last + 1  # no early stop in 4 epochs (patience 5)
+
+    best_epoch = []
+    for e in range(cfg.num_members):
+        best, at = mses[0][e], 0
+        for epoch in range(1, last + 1):
+            if (best - mses[epoch][e]) / best > cfg.improvement:
+                best, at = mses[epoch][e], epoch
+        best_epoch.append(at)
+    # Not vacuous: the spoiled member's best is before the spoiling, the others' is the last epoch.
+    assert best_epoch[spoiled] < spoil_epoch and all(best_epoch[e] == last for e in (0, 2)), (best_epoch, mses)
+    final = {k: v for k, v in dyn.model.state_dict().items() if k.startswith("layers.")}
+    for e, at in enumerate(best_epoch):
+        for k, v in final.items():
+            assert torch.equal(v[e], snapshots[at][k][e]), (e, at, k)
+    assert not torch.equal(final["layers.0.weight"][spoiled], snapshots[last]["layers.0.weight"][spoiled])
+    # And each member's holdout MSE is its best epoch's again: the same weights and inputs, recomputed here in
+    # float64 against fit's float32 reduction (1e-5 relative covers float32 summation over 80 x 4 errors).
+    hold = _holdout_rows(len(data), dyn.cfg)
+    torch.testing.assert_close(
+        _member_mse(dyn, data, hold),
+        torch.stack([mses[at][e] for e, at in enumerate(best_epoch)]).double(),
+        rtol=1e-5,
+        atol=0,
+    )

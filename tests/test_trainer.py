@@ -15,7 +15,6 @@ from engine import rollout as rollout_module
 from engine import trainer
 from engine.rollout import RolloutConfig
 from engine.sac import SACConfig
-from kernels import rollout_step
 from tests.conftest import TINY_RUN
 
 SMALL_SAC = SACConfig(hidden_dims=(32, 32))
@@ -109,9 +108,7 @@ def _first_steps(module, dataset, out, seed: int):
         run.close()
 
 
-def test_the_seed_decides_initial_weights_and_first_losses_and_a_cached_model_changes_nothing(
-    tiny_dataset, tmp_path
-):
+def test_the_seed_decides_initial_weights_and_first_losses_and_a_cached_model_changes_nothing(tiny_dataset, tmp_path):
     init0, loss0, dyn0 = _first_steps(mopo, tiny_dataset, tmp_path / "a", seed=0)
     assert not dyn0["reused"]  # fitted here ...
     again, loss0_again, dyn0_again = _first_steps(mopo, tiny_dataset, tmp_path / "b", seed=0)
@@ -180,7 +177,9 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tin
         return metrics
 
     monkeypatch.setattr(mopo.MOPOAgent, "update", diverging)
-    with pytest.raises(FloatingPointError, match=r"non-finite train/critic_loss in the updates of steps 21-30.*step 20"):
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite train/critic_loss in the updates of steps 21-30.*step 20"
+    ):
         mopo.train(cfg)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 20
     monkeypatch.setattr(mopo.MOPOAgent, "update", update)
