@@ -28,13 +28,12 @@ The reference must be fitted by likelihood (``algos.bc``'s default objective, as
 pretraining), so that its log-std, and with it the entropy, is trained: with a mean-only (MSE)
 BC reference the entropy starts far below the target -|A|, the temperature alpha (fast rate)
 grows without bound while the actor (slow rate) cannot follow, and alpha * log pi ends up
-dominating the actor's objective (our first 200k run: alpha 17 -> 63 over 19k-22k updates,
-score below BC). A reference saved with another objective is used, with a warning.
+dominating the actor's objective (README, "ARMOR attempts"). A reference saved with another objective is
+used, with a warning.
 
 Defaults from ATAC (fast lr 5e-4, slow lr 5e-7, beta 3.0, w 0.5, 3x256 networks). Departures,
-each marked where it happens: the model's learning rate (the fast one), lambda = 1e6 (measured, see
-``Config.model_fit_coef``), H = 5 and a 1:1 real/model mix are our choices where we could not check the
-paper's appendix values.
+each marked where it happens: the model's learning rate (the fast one), lambda = 1e6 (``Config.model_fit_coef``),
+H = 5 and a 1:1 real/model mix are our choices where we could not check the paper's appendix values.
 
     python -m algos.armor --fast
     python -m algos.armor --reference runs/bc/<dataset>/<time>/policy.pt
@@ -91,8 +90,7 @@ class Config(ModelBasedConfig):
     model_fit_coef: float = 1e6
     """lambda: weight of the model's own fitting error on real data. Its reward part is (r_M - r)^2 / V_max^2, so
     lambda ~ V_max^2 (~1e6 on HalfCheetah, V_max ~ 1,000) weighs a unit of reward error like a unit of Bellman
-    error. Measured on simloop/halfcheetah/medium-v0: with lambda = 1 or 1e4 the adversarial model drives its
-    reward on real data from 4.3 to ~0.2-0.3 within 5k updates (RMSE ~4); with 1e6 the RMSE stays 0.1-0.4."""
+    error; smaller values let the adversarial model drift from the data's reward (README, "ARMOR attempts")."""
     gamma: float = 0.99
     """Discount factor."""
     tau: float = 0.005
@@ -106,8 +104,7 @@ class Config(ModelBasedConfig):
     """Gradient steps that fit the critics to the reference policy's value on the real data before the game
     starts (ATAC's behaviour pretraining: lightATAC ``BehaviorPretraining`` fits the twin Q to the BC policy
     with TD and residual errors, weights 0.5 / 0.5, at the fast rate, for its 100k warm-start steps). Without
-    it the warm-started actor follows freshly initialised critics: our run without it fell from BC's 38.0
-    to 33.8 by 20k updates. 0 skips it."""
+    it the warm-started actor follows freshly initialised critics. 0 skips it."""
 
     def __post_init__(self):
         super().__post_init__()

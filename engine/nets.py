@@ -1,7 +1,7 @@
 """Networks shared by every algorithm: MLPs, stacked ensemble layers, the tanh-Gaussian actor
 and the twin critic held as one batched ensemble.
 
-Shape letters follow DESIGN.md: E ensemble members (or critics), B batch, D observation dim,
+Shape letters (ARCHITECTURE.md): E ensemble members (or critics), B batch, D observation dim,
 A action dim. The critic ensemble computes all its members in one batched matmul
 (``[E, B, in] @ [E, in, out]``), as in CORL's and unifloral's ensembles.
 """
@@ -32,9 +32,8 @@ def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...], act: type[nn.Module]
 def make_adam(params, lr: float) -> torch.optim.Adam:
     """Adam over ``params`` (tensors or param-group dicts) with the fused implementation (one kernel
     for all parameters of a step, L2 ``weight_decay`` included) where this torch build supports it on
-    the parameters' device, the default implementation otherwise; the same update rule either way.
-    Fused made a whole SAC update 10% and a dynamics training step 5-8% faster on the CPU
-    (1 thread, AMD EPYC)."""
+    the parameters' device, the default implementation otherwise; the same update rule either way
+    (bench/RESULTS.md has what fused gains)."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
@@ -48,9 +47,9 @@ def adam_step(opt: torch.optim.Adam) -> None:
     ``torch._fused_adam_`` call on the optimiser's own state tensors, the kernel ``opt.step()`` calls,
     so the update and the state_dict are exactly those of ``opt.step()``. Anything else (not fused,
     AMSGrad, maximize, a tensor lr, a grad scaler, the first step before the state exists) goes to
-    ``opt.step()``.
-    Measured 0.16 vs 0.31 ms per step of SAC's 144k-parameter critic (1 thread, AMD EPYC); with
-    ``clear_grads``, 6% of a whole SAC update."""
+    ``opt.step()``, and so does a torch without ``torch._fused_adam_`` (a private function:
+    ``tests/test_sac.py`` checks it against ``opt.step()`` on the installed torch). bench/RESULTS.md has
+    what it saves."""
     fused_adam = getattr(torch, "_fused_adam_", None)
     scaled = getattr(opt, "grad_scale", None) is not None or getattr(opt, "found_inf", None) is not None
     if fused_adam is None or scaled:

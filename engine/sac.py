@@ -5,19 +5,9 @@ inside MOPO and the online trainer of the behaviour policies.
 The twin critics are one batched ensemble (``[2, B]`` Q-values, one optimiser); an update
 returns its metrics as 0-d tensors so that nothing synchronises with the host inside the step.
 
-Speed on the CPU (batch 256, 2x256 networks, D=17, A=6; CPU time of one thread, AMD EPYC with
-other jobs on the machine, 200 interleaved updates per variant, p10): fused Adam +10%, the
-multiply-and-sum Q head (``EnsembleLinear``) +5%, ``adam_step``/``clear_grads`` instead of
-``opt.step()``/``opt.zero_grad()`` +6%; together 1.2x the previous update and 1.4x a plain
-two-critic update (``bench/plain_sac.py``). An update is ~590 MFLOP, ~7 ms of matmul at this core's
-~85 GFLOP/s on 256-wide GEMMs, of ~16 ms; the rest is eager dispatch, autograd and optimiser calls
-(~2.7 ms: the same update at tiny sizes), elementwise passes over the [2, B, 256] activations and
-GEMMs with a small inner dimension running below peak. Measured and dropped: one backward pass for
-the actor and temperature losses (no gain), one actor forward on ``[next_obs; obs]`` (3-7% slower:
-the backward then runs on 2B rows), ``torch.inference_mode`` for the target (no gain), one optimiser
-for actor and temperature (0-2%, changes the checkpoint layout), ``torch.compile`` of the critic and
-actor losses without graph breaks (noise passed in, no ``requires_grad_`` toggles): 0.9x eager after
-65 s of compilation.
+The update is written for speed on the CPU (fused Adam through ``adam_step``, a multiply-and-sum Q head,
+no weight gradients for the critic in the actor step); bench/RESULTS.md records what each choice gained and
+what was measured and dropped.
 """
 
 from __future__ import annotations

@@ -145,6 +145,35 @@ def test_adam_step_is_opt_step():
         assert all(torch.equal(opt_a.state[p][k], opt_b.state[q][k]) for k in ("step", "exp_avg", "exp_avg_sq"))
 
 
+def test_adam_step_falls_back_to_opt_step_without_the_private_kernel(monkeypatch):
+    """``torch._fused_adam_`` is private: on a torch without it, ``adam_step`` takes ``opt.step()``."""
+    from engine import nets
+
+    class TorchWithoutFusedAdam:
+        def __getattr__(self, name):
+            if name == "_fused_adam_":
+                raise AttributeError(name)
+            return getattr(torch, name)
+
+    monkeypatch.setattr(nets, "torch", TorchWithoutFusedAdam())
+    torch.manual_seed(9)
+    a = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    opt_a, opt_b = make_adam(a, 1e-2), make_adam(b, 1e-2)
+    calls = []
+    step = opt_b.step
+    opt_b.step = lambda: (calls.append(1), step())[1]
+    for _ in range(3):
+        for p, q in zip(a, b):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        opt_a.step()
+        adam_step(opt_b)
+    assert len(calls) == 3  # every step went through opt.step()
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+
+
 def test_temperature_loss_hand_computation_and_direction():
     log_alpha = torch.tensor(0.3, requires_grad=True)
     log_prob = torch.tensor([1.0, 2.0, 4.0], requires_grad=True)
