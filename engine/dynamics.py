@@ -319,6 +319,39 @@ def data_hash(data: Batch) -> str:
     return h.hexdigest()[:16]
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "ensembles"
+"""Ensembles that ship with the package (``<dataset id with / as _>-<config hash>.pt``), so that a short run
+(``--fast``) starts from a well-fitted model instead of a long fit; checked on the local data before use."""
+
+SHIPPED_TOLERANCE = 1.5
+"""A shipped ensemble is used when its elites' MSE on the local data is at most this times the holdout MSE it
+was saved with (the local data may differ in its bytes: the same generator on another CPU)."""
+
+
+def config_hash(cfg: DynamicsConfig) -> str:
+    """First 8 hex digits of the SHA-256 of the config (seed filled in): the cache's and shipped files' key."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(asdict(cfg.seeded()), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def shipped_ensemble(dataset_id: str, cfg: DynamicsConfig) -> Path | None:
+    """The shipped ensemble of ``dataset_id`` trained with ``cfg`` (seed filled in), or None."""
+    path = SHIPPED_DIR / f"{dataset_id.replace('/', '_')}-{config_hash(cfg)}.pt"
+    return path if path.is_file() else None
+
+
+@torch.no_grad()
+def check_on_data(dyn: EnsembleDynamics, data: Batch, num_rows: int = 5_000, seed: int = 0) -> float:
+    """Mean squared error of the elites' mean prediction of ``[delta obs, reward]`` on ``num_rows`` transitions
+    of ``data`` drawn with ``seed`` (mean over elites, rows and dims): how well a saved ensemble fits this data."""
+    g = torch.Generator(device=data.obs.device).manual_seed(seed)
+    idx = torch.randint(len(data), (min(num_rows, len(data)),), generator=g, device=data.obs.device)
+    rows = data.index(idx)
+    mse = dyn.holdout_mse(dyn.model.normalize(rows.obs, rows.act), targets_of(rows))
+    return float(mse[dyn.elites].mean())
+
+
 def fit_or_load(
     data: Batch,
     dataset_id: str,
@@ -331,14 +364,16 @@ def fit_or_load(
     """Never train the same model twice: reuse a saved ensemble trained on the same data and config.
 
     With ``path`` the ensemble at ``path`` is loaded and must match the data; otherwise the cache
-    ``cache_dir/<dataset id>-<data hash>-<config hash>.pt`` is used, and filled after a fit.
-    Returns ``(dynamics, info)`` with ``info`` holding the fit metrics, ``dataset_id``, ``data_hash``
-    and ``path``.
+    ``cache_dir/<dataset id>-<data hash>-<config hash>.pt`` is used; on a miss, a shipped ensemble of the
+    dataset and config (``shipped_ensemble``) whose fit of this data passes ``check_on_data`` (within
+    ``SHIPPED_TOLERANCE`` of its saved holdout MSE), else a fit; either fills the cache.
+    Returns ``(dynamics, info)`` with ``info`` holding the fit metrics, ``dataset_id``, ``data_hash``,
+    ``path``, ``reused`` and, for a shipped one, ``shipped`` and ``check_mse``.
 
     Raises:
         ValueError: the given ensemble was trained on other data (dataset id, hash) or other dims.
     """
-    import hashlib
+    import warnings
 
     cfg = cfg.seeded()
     digest = data_hash(data)
@@ -355,11 +390,24 @@ def fit_or_load(
                 f"not on {dataset_id!r} (hash {digest}); train a new one by leaving the path out"
             )
         return dyn, {**meta, "path": str(path)}
-    cfg_hash = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    cfg_hash = config_hash(cfg)
     cached = Path(cache_dir) / f"{dataset_id.replace('/', '_')}-{digest}-{cfg_hash}.pt"
     if cached.is_file():
         dyn, meta = EnsembleDynamics.load(cached, device)
         return dyn, {**meta, "path": str(cached), "reused": True}
+    shipped = shipped_ensemble(dataset_id, cfg)
+    if shipped is not None:
+        dyn, meta = EnsembleDynamics.load(shipped, device)
+        check = check_on_data(dyn, data)
+        if check <= SHIPPED_TOLERANCE * meta["dynamics/holdout_mse"]:
+            meta = {**meta, "data_hash": digest, "shipped": str(shipped.name), "check_mse": check}
+            dyn.save(cached, **meta)
+            return dyn, {**meta, "path": str(cached), "reused": True}
+        warnings.warn(
+            f"the shipped ensemble {shipped.name} fits this data with MSE {check:.3g}, over {SHIPPED_TOLERANCE}x "
+            f"its saved holdout MSE {meta['dynamics/holdout_mse']:.3g}: fitting a new one",
+            stacklevel=2,
+        )
     dyn = EnsembleDynamics(data.obs.shape[-1], data.act.shape[-1], cfg, device)
     metrics = dyn.fit(data, progress=progress)
     meta = {"dataset_id": dataset_id, "data_hash": digest, "config_hash": cfg_hash, **metrics}

@@ -37,7 +37,7 @@ from engine import data as datasets
 from engine.agent import Agent
 from engine.buffer import ReplayBuffer
 from engine.config import changed_fields, from_dict, to_dict
-from engine.dynamics import DynamicsConfig, EnsembleDynamics, fit_or_load
+from engine.dynamics import DynamicsConfig, EnsembleDynamics, fit_or_load, shipped_ensemble
 from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir, machine_info
 from engine.rollout import RolloutConfig, RolloutEngine, rollout_metrics
@@ -122,17 +122,23 @@ early stop, which take hours on a CPU."""
 
 def fast_budget(num_updates: int, **fields) -> Callable[[ModelBasedConfig], ModelBasedConfig]:
     """A ``--fast`` budget preset: ``cfg -> cfg`` with ``num_updates`` updates, 5,000 rollout start states, one
-    evaluation on 5 episodes at the end, and a 3 x 400-minibatch ensemble; ``fields`` override any of these.
-    The algorithm's hyperparameters (horizon, lambda, beta, learning rates, ...) stay the dataset's."""
+    evaluation at the end, and an ensemble that costs little: the dataset's shipped one where the package has
+    it (``engine.dynamics.shipped_ensemble``; its seed 0 for every run seed), else a 3 x 400-minibatch fit.
+    ``fields`` override any of these. The algorithm's hyperparameters (horizon, lambda, beta, learning rates,
+    ...) stay the dataset's."""
 
     def budget(cfg: ModelBasedConfig) -> ModelBasedConfig:
+        shipped = replace(cfg.dynamics, seed=0)
+        if shipped_ensemble(cfg.dataset, shipped) is not None:
+            dynamics = shipped
+        else:
+            dynamics = replace(cfg.dynamics, max_epochs=3, max_steps_per_epoch=400)
         values = dict(
             num_updates=num_updates,
             rollout_batch_size=5_000,
             eval_interval=num_updates,
-            eval_episodes=5,
             checkpoint_interval=max(1, num_updates // 2),
-            dynamics=replace(cfg.dynamics, max_epochs=3, max_steps_per_epoch=400),
+            dynamics=dynamics,
         )
         return replace(cfg, **{**values, **fields})
 

@@ -71,6 +71,37 @@ def test_fit_or_load_reuses_and_refuses_mismatch(tmp_path):
         fit_or_load(wide, "toy/a-v0", cfg, path=info1["path"])
 
 
+def test_a_shipped_ensemble_is_checked_on_the_local_data_and_used_instead_of_a_fit(tmp_path, monkeypatch):
+    from engine import dynamics
+
+    cfg = replace(SMALL, max_epochs=15)
+    data = toy_system(1500, seed=5)
+    fitted, info = fit_or_load(data, "toy/a-v0", cfg, cache_dir=tmp_path / "made", progress=False)
+    shipped_dir = tmp_path / "shipped"
+    shipped_dir.mkdir()
+    name = f"toy_a-v0-{dynamics.config_hash(cfg)}.pt"
+    (shipped_dir / name).write_bytes((tmp_path / "made" / info["path"].split("/")[-1]).read_bytes())
+    monkeypatch.setattr(dynamics, "SHIPPED_DIR", shipped_dir)
+    assert dynamics.shipped_ensemble("toy/a-v0", cfg) == shipped_dir / name
+    # Other bytes from the same system (as another CPU would generate): no fit, the shipped one after a check.
+    local = toy_system(1500, seed=6)
+    monkeypatch.setattr(EnsembleDynamics, "fit", lambda *a, **k: pytest.fail("fitted instead of using the shipped one"))
+    dyn, got = fit_or_load(local, "toy/a-v0", cfg, cache_dir=tmp_path / "cache", progress=False)
+    assert got["reused"] and got["shipped"] == name
+    assert got["check_mse"] <= dynamics.SHIPPED_TOLERANCE * got["dynamics/holdout_mse"]
+    assert torch.equal(dyn.model.layers[0].weight, fitted.model.layers[0].weight)
+    assert (tmp_path / "cache").is_dir() and fit_or_load(local, "toy/a-v0", cfg, cache_dir=tmp_path / "cache")[1][
+        "reused"
+    ]  # now in the cache
+    # Data the shipped model does not fit (another system): a warning, and a fit.
+    monkeypatch.undo()
+    monkeypatch.setattr(dynamics, "SHIPPED_DIR", shipped_dir)
+    wrong = Batch(local.obs, local.act, local.rew * -3.0 + 2.0, local.obs - local.next_obs, local.terminal)
+    with pytest.warns(UserWarning, match="fitting a new one"):
+        _, refit = fit_or_load(wrong, "toy/a-v0", cfg, cache_dir=tmp_path / "cache2", progress=False)
+    assert not refit["reused"] and "shipped" not in refit
+
+
 def test_bad_data_rejected():
     dyn = EnsembleDynamics(3, 1, SMALL)
     data = toy_system(600, seed=5)
