@@ -1,7 +1,7 @@
 """Run configurations as plain data, and the one rule that resolves a run's config.
 
 A config is a frozen dataclass (fields documented under them; tyro turns them into flags). Every
-entry point (``python -m algos.<name>``, ``bench.sweep``, tests) resolves it the same way
+entry point (``python -m algos.<name>``, ``experiments.sweep``, tests) resolves it the same way
 (``resolve``): the dataset's preset, then a named budget preset (``fast``), then explicit flags.
 Checkpoints and run records hold configs as plain dicts (``to_dict`` / ``from_dict``), so a saved
 run does not depend on where its config class lives.

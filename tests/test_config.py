@@ -9,11 +9,11 @@ import dataclasses
 import pytest
 
 from algos import ALGOS, algo_module, resolve_config
-from bench import sweep
 from engine import data as datasets
 from engine.cli import parse_cli
 from engine.config import from_dict, to_dict
 from engine.data import DEFAULT_DATASET
+from experiments.sweep import grid
 
 
 def _cli(algo: str, args: list[str]):
@@ -35,11 +35,11 @@ def test_cli_and_sweep_resolve_the_same_config_for_every_dataset(algo, tmp_path)
     mod = algo_module(algo)
     for dataset in datasets.DATASETS:
         for preset in ("dataset", "fast"):
-            sweep_cfg = sweep.Config(
+            sweep_cfg = grid.Config(
                 algos=(algo,), datasets=(dataset,), seeds=(3,), preset=preset, sweep_dir=str(tmp_path)
             )
-            (trial,) = sweep.expand_grid(sweep_cfg)
-            from_sweep = sweep.build_config(trial, sweep_cfg)
+            (trial,) = grid.expand_grid(sweep_cfg)
+            from_sweep = grid.build_config(trial, sweep_cfg)
             args = ["--dataset", dataset, "--seed", "3", "--out", str(trial.out), "--no-progress"]
             from_cli = _cli(algo, args + (["--fast"] if preset == "fast" else []))
             assert from_cli == from_sweep, (algo, dataset, preset)

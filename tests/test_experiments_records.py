@@ -1,4 +1,4 @@
-"""bench.report: run records in the repository and the README table generated from them."""
+"""experiments.records: run records in the repository and the README table generated from them."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from dataclasses import replace
 import pytest
 
 from algos import mopo
-from bench import report
+from experiments import records
 from tests.conftest import TINY_RUN
 
 
 def test_the_readme_table_matches_the_records():
-    """CI's drift check: README's results table is exactly what ``python -m bench.report table`` writes."""
-    assert report.readme_table() == report.table_markdown(), "run `python -m bench.report table`"
+    """CI's drift check: README's results table is exactly what ``python -m experiments.records table`` writes."""
+    assert records.readme_table() == records.table_markdown(), "run `python -m experiments.records table`"
 
 
 def test_every_record_is_complete_and_small():
-    for rec in report.load_records():
-        for name in report.RECORD_FILES:
+    for rec in records.load_records():
+        for name in records.RECORD_FILES:
             assert (rec["dir"] / name).is_file(), (rec["dir"], name)
         size = sum(p.stat().st_size for p in rec["dir"].iterdir())
         assert size < 400_000, (rec["dir"], size)  # records, not weights
@@ -35,21 +35,27 @@ def test_add_copies_a_finished_run_and_the_table_lists_it(tiny_dataset, tmp_path
     )
     summary = mopo.train(cfg)
     root = tmp_path / "results"
-    dest = report.add(run, note="a tiny run", root=root)
+    dest = records.add(run, note="a tiny run", root=root)
     assert dest == root / "mopo" / tiny_dataset.replace("/", "_") / "seed0"
-    assert sorted(p.name for p in dest.iterdir()) == sorted([*report.RECORD_FILES, "record.json"])
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*records.RECORD_FILES, "record.json"])
     assert json.loads((dest / "record.json").read_text())["note"] == "a tiny run"
     with pytest.raises(FileExistsError, match="--tag"):
-        report.add(run, root=root)
-    report.add(run, tag="again", root=root)
-    table = report.table_markdown(root).splitlines()
+        records.add(run, root=root)
+    records.add(run, tag="again", root=root)
+    table = records.table_markdown(root).splitlines()
     assert len(table) == 4  # header, rule, two records
     assert f"**{summary['normalized_score']:.1f}**" in table[2] and "a tiny run" in table[2]
     assert "0 (again)" in table[3]
-    curves = report.write_curves(root, tmp_path / "figures")
+    curves = records.write_curves(root, tmp_path / "figures")
     assert [p.name for p in curves] == [f"results_{tiny_dataset.replace('/', '_')}.png"]
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run, unfinished)
     (unfinished / "summary.json").unlink()
     with pytest.raises(FileNotFoundError, match="not a finished run: no summary.json"):
-        report.add(unfinished, root=root)
+        records.add(unfinished, root=root)
+
+
+def test_python_m_bench_report_is_an_alias():
+    from bench import report as alias
+
+    assert alias.main is records.main

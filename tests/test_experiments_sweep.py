@@ -1,4 +1,4 @@
-"""The sweep driver (bench/sweep.py): a two-trial sweep at tiny budget on local Ray that produces the
+"""Sweeps (experiments.sweep): a two-trial sweep at tiny budget on local Ray that produces the
 table, a trial that raises, resuming and skipping, and the pieces (override parsing, grid, table)."""
 
 import csv
@@ -8,9 +8,12 @@ import math
 
 import pytest
 import torch
+import tyro
 
-from algos import mopo
-from bench import sweep
+from algos import algo_module, mopo
+from experiments import published, throughput
+from experiments.sweep import grid, ray_run, report
+from experiments.sweep.__main__ import main
 from tests.conftest import TINY_RUN
 
 ray = pytest.importorskip("ray")
@@ -29,8 +32,8 @@ def tiny_set(*algos: str) -> list[str]:
             items += [f"{key}.{f.name}={_text(getattr(value, f.name))}" for f in dataclasses.fields(value)]
         else:
             items.append(f"{key}={_text(value)}")
-    configs = [sweep.algo_module(a).Config for a in algos]
-    return [i for i in items if any(sweep.field_type(c, i.split("=")[0]) is not None for c in configs)]
+    configs = [algo_module(a).Config for a in algos]
+    return [i for i in items if any(grid.field_type(c, i.split("=")[0]) is not None for c in configs)]
 
 
 def read_csv(path):
@@ -41,7 +44,7 @@ def read_csv(path):
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance (2 CPUs) for the module; the sweep uses it and leaves it running."""
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=sweep._OBJECT_STORE_BYTES)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=ray_run.OBJECT_STORE_BYTES)
     yield
     ray.shutdown()
 
@@ -50,7 +53,7 @@ def test_two_trial_sweep_on_local_ray_writes_the_table_and_a_rerun_skips_it(tiny
     out = tmp_path / "sweep"
     argv = ["--algos", "mopo", "bc", "--datasets", tiny_dataset, "--seeds", "0", "--sweep-dir", str(out)]
     argv += ["--set", *tiny_set("mopo", "bc")]
-    assert sweep.main(argv) == 0
+    assert main(argv) == 0
     rows = read_csv(out / "results.csv")
     assert [(r["algo"], r["dataset"], r["num_seeds"], r["num_failed"]) for r in rows] == [
         ("mopo", tiny_dataset, "1", "0"),
@@ -63,16 +66,16 @@ def test_two_trial_sweep_on_local_ray_writes_the_table_and_a_rerun_skips_it(tiny
         assert math.isfinite(float(r["behavior_score"]))
     trial = json.loads((out / "mopo" / tiny_dataset / "seed0" / "trial.json").read_text())
     assert trial["overrides"]["rollout.horizon"] == "2" and trial["seed"] == 0
-    report = (out / "results.md").read_text()
-    assert f"| {tiny_dataset} | mopo |" in report and f"| {tiny_dataset} | bc |" in report
-    assert "35.4 ± 2.5 (MOPO paper)" in report  # halfcheetah-random has a published MOPO figure
+    markdown = (out / "results.md").read_text()
+    assert f"| {tiny_dataset} | mopo |" in markdown and f"| {tiny_dataset} | bc |" in markdown
+    assert "35.4 ± 2.5 (MOPO paper)" in markdown  # halfcheetah-random has a published MOPO figure
     curve = out / "plots" / f"curves_{tiny_dataset.replace('/', '_')}.png"
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "failed.json").read_text()) == []
 
     # The same command again: both trials are finished, so nothing runs and nothing is rewritten.
     mtime = (out / "mopo" / tiny_dataset / "seed0" / "summary.json").stat().st_mtime_ns
-    records = sweep.run_sweep(sweep.tyro.cli(sweep.Config, args=argv))
+    records = ray_run.run_sweep(tyro.cli(grid.Config, args=argv))
     assert [r["status"] for r in records] == ["skipped", "skipped"]
     assert (out / "mopo" / tiny_dataset / "seed0" / "summary.json").stat().st_mtime_ns == mtime
 
@@ -81,7 +84,7 @@ def test_a_trial_that_raises_is_reported_and_the_other_result_kept(tiny_dataset,
     out = tmp_path / "sweep"
     bad = "simloop/nowhere/medium-v0"
     argv = ["--algos", "bc", "--datasets", tiny_dataset, bad, "--sweep-dir", str(out), "--no-plots"]
-    assert sweep.main(argv + ["--set", *tiny_set("bc")]) == 1  # non-zero: a trial failed
+    assert main(argv + ["--set", *tiny_set("bc")]) == 1  # non-zero: a trial failed
     failed = json.loads((out / "bc" / bad / "seed0" / "failed.json").read_text())
     assert failed["status"] == "failed" and failed["error"].startswith("ValueError: unknown dataset")
     assert "Traceback" in failed["traceback"]
@@ -96,68 +99,68 @@ def test_a_trial_that_raises_is_reported_and_the_other_result_kept(tiny_dataset,
 
 def test_run_trial_resumes_from_a_checkpoint_and_restarts_without_one(tiny_dataset, tmp_path):
     sweep_dir = str(tmp_path / "sweep")
-    cfg = sweep.Config(algos=("mopo",), datasets=(tiny_dataset,), sweep_dir=sweep_dir, set=tuple(tiny_set("mopo")))
-    (trial,) = sweep.expand_grid(cfg)
-    algo_cfg = dataclasses.replace(sweep.build_config(trial, cfg), num_updates=20, checkpoint_interval=10)
+    cfg = grid.Config(algos=("mopo",), datasets=(tiny_dataset,), sweep_dir=sweep_dir, set=tuple(tiny_set("mopo")))
+    (trial,) = grid.expand_grid(cfg)
+    algo_cfg = dataclasses.replace(grid.build_config(trial, cfg), num_updates=20, checkpoint_interval=10)
     trial.out.mkdir(parents=True)
     (trial.out / "metrics.csv").write_text("step,train/stale\n999,1.0\n")  # a killed attempt's partial curve
-    result = sweep.run_trial("mopo", algo_cfg)
+    result = ray_run.run_trial("mopo", algo_cfg)
     assert result["status"] == "done" and not result["resumed"]
     assert "999" not in (trial.out / "metrics.csv").read_text()  # the fresh start dropped the stale rows
     # A driver crash after the checkpoint at step 20: no summary, and the run was meant to go to 30.
     (trial.out / "summary.json").unlink()
     assert torch.load(trial.out / "checkpoint.pt", weights_only=True)["step"] == 20
-    result = sweep.run_trial("mopo", dataclasses.replace(algo_cfg, num_updates=30))
+    result = ray_run.run_trial("mopo", dataclasses.replace(algo_cfg, num_updates=30))
     assert result["status"] == "done" and result["resumed"] and result["summary"]["num_updates"] == 30
 
 
 def test_a_trial_dir_with_other_settings_is_not_reused(tmp_path):
-    cfg = sweep.Config(algos=("bc",), sweep_dir=str(tmp_path), set=("num_updates=10",))
-    (trial,) = sweep.expand_grid(cfg)
+    cfg = grid.Config(algos=("bc",), sweep_dir=str(tmp_path), set=("num_updates=10",))
+    (trial,) = grid.expand_grid(cfg)
     trial.out.mkdir(parents=True)
     (trial.out / "trial.json").write_text(json.dumps({**trial.spec(cfg), "overrides": {"num_updates": "20"}}))
-    (record,) = sweep.run_sweep(cfg)  # nothing to run: no Ray is started
+    (record,) = ray_run.run_sweep(cfg)  # nothing to run: no Ray is started
     assert record["status"] == "failed" and "other settings" in record["error"]
     assert not (trial.out / "failed.json").exists()  # the other run's directory is left alone
 
 
 def test_parse_set_and_values():
-    assert sweep.parse_set(["rollout.penalty-coef=0.5,1.0", "seed=3"]) == [
+    assert grid.parse_set(["rollout.penalty-coef=0.5,1.0", "seed=3"]) == [
         ("rollout.penalty_coef", ["0.5", "1.0"]),
         ("seed", ["3"]),
     ]
     for bad in (["novalue"], ["=1"], ["a=1,"], ["a=1", "a=2"]):
         with pytest.raises(ValueError):
-            sweep.parse_set(bad)
-    t = lambda key: sweep.field_type(mopo.Config, key)  # noqa: E731
-    assert sweep.override_flags("rollout.penalty_coef", "0.25", t("rollout.penalty_coef")) == [
+            grid.parse_set(bad)
+    t = lambda key: grid.field_type(mopo.Config, key)  # noqa: E731
+    assert grid.override_flags("rollout.penalty_coef", "0.25", t("rollout.penalty_coef")) == [
         "--rollout.penalty-coef",
         "0.25",
     ]
-    assert sweep.override_flags("progress", "false", t("progress")) == ["--no-progress"]
-    assert sweep.override_flags("dynamics_path", "none", t("dynamics_path")) == ["--dynamics-path", "None"]
-    assert sweep.override_flags("dynamics.weight_decays", "1e-5 2e-5", t("dynamics.weight_decays"))[1:] == [
+    assert grid.override_flags("progress", "false", t("progress")) == ["--no-progress"]
+    assert grid.override_flags("dynamics_path", "none", t("dynamics_path")) == ["--dynamics-path", "None"]
+    assert grid.override_flags("dynamics.weight_decays", "1e-5 2e-5", t("dynamics.weight_decays"))[1:] == [
         "1e-5",
         "2e-5",
     ]
-    assert sweep.field_type(mopo.Config, "rollout.nope") is None
+    assert grid.field_type(mopo.Config, "rollout.nope") is None
 
 
 def test_set_values_are_parsed_by_the_cli_rule(tmp_path):
     """--set values become the flags of ``python -m algos.<name>`` and go through the same resolution."""
-    cfg = sweep.Config(
+    cfg = grid.Config(
         algos=("mopo",), sweep_dir=str(tmp_path), set=("dynamics.weight_decays=1e-5 1e-5 1e-5 1e-5 1e-5",)
     )
-    (trial,) = sweep.expand_grid(cfg)
-    assert sweep.build_config(trial, cfg).dynamics.weight_decays == (1e-5,) * 5
+    (trial,) = grid.expand_grid(cfg)
+    assert grid.build_config(trial, cfg).dynamics.weight_decays == (1e-5,) * 5
     for item in ("num_updates=1.5", "real_ratio=x"):
-        (trial,) = sweep.expand_grid(dataclasses.replace(cfg, set=(item,)))
+        (trial,) = grid.expand_grid(dataclasses.replace(cfg, set=(item,)))
         with pytest.raises(ValueError, match="bad --set value"):
-            sweep.build_config(trial, cfg)
+            grid.build_config(trial, cfg)
 
 
 def test_grid_names_applicability_presets_and_config_errors(tmp_path):
-    cfg = sweep.Config(
+    cfg = grid.Config(
         algos=("mopo", "combo"),
         datasets=("simloop/hopper/medium-v0",),
         seeds=(0, 1),
@@ -165,7 +168,7 @@ def test_grid_names_applicability_presets_and_config_errors(tmp_path):
         set=("rollout.penalty_coef=0.5,1.0", "conservative_coef=2.0"),
         sweep_dir=str(tmp_path),
     )
-    trials = sweep.expand_grid(cfg)
+    trials = grid.expand_grid(cfg)
     names = sorted(str(t.out.relative_to(tmp_path)) for t in trials)
     assert names == [
         "combo/simloop/hopper/medium-v0/seed0_rollout.penalty_coef=0.5",
@@ -178,7 +181,7 @@ def test_grid_names_applicability_presets_and_config_errors(tmp_path):
         "mopo/simloop/hopper/medium-v0/seed1_rollout.penalty_coef=1.0",
     ]
     by_name = {(t.algo, t.seed, t.variant): t for t in trials}
-    m = sweep.build_config(by_name[("mopo", 1, "rollout.penalty_coef=1.0")], cfg)
+    m = grid.build_config(by_name[("mopo", 1, "rollout.penalty_coef=1.0")], cfg)
     assert m.rollout.penalty_coef == 1.0 and m.seed == 1 and m.num_threads == 1
     assert m.dynamics.seed is None  # the model follows the trial's seed (engine.trainer.with_dynamics_seed)
     hopper = mopo.PRESETS["simloop/hopper/medium-v0"]
@@ -187,18 +190,18 @@ def test_grid_names_applicability_presets_and_config_errors(tmp_path):
             hopper, seed=1, out=m.out, progress=False, rollout=dataclasses.replace(hopper.rollout, penalty_coef=1.0)
         )
     )  # fast budget on the dataset's preset, as `python -m algos.mopo --fast --dataset ...` resolves it
-    shared = sweep.build_config(
+    shared = grid.build_config(
         by_name[("mopo", 1, "rollout.penalty_coef=1.0")], dataclasses.replace(cfg, dynamics_per_seed=False)
     )
     assert shared.dynamics.seed == 0
     assert m.rollout.horizon == mopo.PRESETS["simloop/hopper/medium-v0"].rollout.horizon  # ... on the dataset's preset
     assert not hasattr(m, "conservative_coef")
     with pytest.raises(ValueError, match="COMBO uses no reward penalty"):  # a failed trial, not a failed sweep
-        sweep.build_config(by_name[("combo", 0, "rollout.penalty_coef=0.5")], cfg)
+        grid.build_config(by_name[("combo", 0, "rollout.penalty_coef=0.5")], cfg)
     with pytest.raises(ValueError, match="no field 'nope'"):
-        sweep.expand_grid(dataclasses.replace(cfg, set=("nope=1",)))
+        grid.expand_grid(dataclasses.replace(cfg, set=("nope=1",)))
     with pytest.raises(ValueError, match="unknown algorithm"):
-        sweep.algo_module("sac")
+        algo_module("sac")
 
 
 def test_aggregate_and_published_lookup():
@@ -208,12 +211,12 @@ def test_aggregate_and_published_lookup():
         for s in (1.0, 3.0)
     ]  # fmt: skip
     records.append({**records[0], "status": "failed", "normalized_score": None})
-    (row,) = sweep.aggregate(records)
+    (row,) = report.aggregate(records)
     assert (row["score_mean"], row["score_std"], row["num_seeds"], row["num_failed"]) == (2.0, 1.0, 2, 1)
-    assert sweep.published_for("mopo", "simloop/hopper/medium-replay-v0") == [(92.7, 20.7, "OfflineRL-Kit")]
-    assert sweep.published_for("armor", "simloop/hopper/medium-v0") == []
-    assert sweep.published_for("mopo", "not-a-d4rl-name") == []
-    assert sweep.published_for("mopo", "simloop/halfcheetah/random-v0") == [(35.4, 2.5, "MOPO paper")]
+    assert published.published_for("mopo", "simloop/hopper/medium-replay-v0") == [(92.7, 20.7, "OfflineRL-Kit")]
+    assert published.published_for("armor", "simloop/hopper/medium-v0") == []
+    assert published.published_for("mopo", "not-a-d4rl-name") == []
+    assert published.published_for("mopo", "simloop/halfcheetah/random-v0") == [(35.4, 2.5, "MOPO paper")]
 
 
 def test_published_figure_without_std_shows_the_mean_alone(monkeypatch):
@@ -221,10 +224,10 @@ def test_published_figure_without_std_shows_the_mean_alone(monkeypatch):
         ("armor", "paper"): {("hopper", "medium"): (12.3, float("nan"))},
         ("armor", "kit"): {("hopper", "medium"): (4.0, 0.5)},
     }
-    monkeypatch.setattr(sweep, "PUBLISHED", table)
+    monkeypatch.setattr(published, "PUBLISHED", table)
     record = {"dataset": "simloop/hopper/medium-v0", "algo": "armor", "variant": "", "status": "done",
               "normalized_score": 1.0, "behavior_normalized_score": None, "num_updates": 5}  # fmt: skip
-    (row,) = sweep.aggregate([record])
+    (row,) = report.aggregate([record])
     assert row["published"] == "12.3 (paper); 4.0 ± 0.5 (kit)"
 
 
@@ -239,7 +242,7 @@ def test_throughput_plot_reads_pytest_benchmark_json_and_skips_without_one(tmp_p
             entry("test_other", 0.25),
         ]
     }
-    rates = [r for b in run["benchmarks"] for r in sweep.benchmark_rates(b)]
+    rates = [r for b in run["benchmarks"] for r in throughput.benchmark_rates(b)]
     assert rates == [
         ("test_engine_rollout (N=1,000)", "transitions/s", 10_000.0),
         ("test_update_throughput [simloop]", "updates/s", 400.0),
@@ -247,9 +250,15 @@ def test_throughput_plot_reads_pytest_benchmark_json_and_skips_without_one(tmp_p
         ("test_other", "calls/s (1 / median)", 4.0),
     ]
     (tmp_path / "run.json").write_text(json.dumps(run))
-    png = sweep.throughput_plot(tmp_path, str(tmp_path / "run.json"))
+    png = throughput.throughput_plot(tmp_path, str(tmp_path / "run.json"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     monkeypatch.chdir(tmp_path)  # no ./.benchmarks here
-    assert sweep.throughput_plot(tmp_path) is None and "throughput plot skipped" in capsys.readouterr().out
+    assert throughput.throughput_plot(tmp_path) is None and "throughput plot skipped" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError):
-        sweep.throughput_plot(tmp_path, str(tmp_path / "missing.json"))
+        throughput.throughput_plot(tmp_path, str(tmp_path / "missing.json"))
+
+
+def test_python_m_bench_sweep_is_an_alias():
+    from bench import sweep as alias
+
+    assert alias.main is main
