@@ -161,8 +161,8 @@ class EnsembleDynamics:
         """Adam for ``fit``, with the L2 decay inside the optimiser: the gradient of
         ``wd / 2 ||W||^2`` is ``wd W``, exactly what Adam's ``weight_decay`` adds to the gradient, so
         ``loss(decay=False)`` with this optimiser takes the same steps as ``loss(decay=True)`` with a
-        plain Adam, without a forward and backward pass over every weight (measured 10% faster per
-        minibatch step, 1 thread, AMD EPYC). Biases and logvar bounds are not decayed (as MBPO)."""
+        plain Adam, without a forward and backward pass over every weight (bench/RESULTS.md). Biases and logvar
+        bounds are not decayed (as MBPO)."""
         m = self.model
         groups = [{"params": [layer.weight], "weight_decay": wd} for wd, layer in zip(self.cfg.weight_decays, m.layers)]
         groups.append({"params": [layer.bias for layer in m.layers] + [m.max_logvar, m.min_logvar]})
@@ -170,13 +170,8 @@ class EnsembleDynamics:
 
     def train_step(self, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
         """One minibatch step of every member at once: ``x: [E, B, D+A]`` (normalised), ``y: [E, B, D+1]``,
-        member e's rows in ``x[e]``; ``opt`` from ``make_optimizer`` (it applies the L2 decay).
-
-        CPU time per step at E=7, B=256, 4x200, D=17, A=6 (1 thread, AMD EPYC, interleaved): 1.2x the
-        previous step (fused Adam 5-8%, decay in the optimiser 10%, lean ``adam_step``), 1.7-1.8x a
-        per-member loop of 7 ``nn.Module``s (``bench/plain_dynamics.py``). Batched matmuls are ~55% of
-        the step and SiLU forward/backward ~25%. Measured without gain: gathering with ``index_select``
-        on the flat index, ``torch.compile`` of the loss (forward and backward; 42 s to compile)."""
+        member e's rows in ``x[e]``; ``opt`` from ``make_optimizer`` (it applies the L2 decay). Its speed against
+        a per-member loop (``bench/plain_dynamics.py``) and what was tried is in bench/RESULTS.md."""
         loss, _ = self.loss(x, y, decay=False)
         clear_grads(opt)
         loss.backward()
@@ -427,7 +422,7 @@ class FitConfig:
     seed: int = 0
     """The ``--seed`` of the runs that will use the ensemble: its seed unless ``--dynamics.seed`` is given."""
     num_threads: int = 2
-    """torch CPU threads: the fit is one process alone, unlike training runs (1.76x at 2 threads, AMD EPYC)."""
+    """torch CPU threads (2: the fit is usually one process alone, unlike training runs)."""
     device: str = "cpu"
     """torch device."""
     cache_dir: str = "runs/dynamics"
