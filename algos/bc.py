@@ -21,7 +21,6 @@ The policy is a TanhGaussianActor. Two objectives (``--objective``):
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -30,12 +29,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from engine import checkpoint
 from engine import data as datasets
 from engine.behavior import save_policy
 from engine.buffer import Batch
 from engine.cli import run_cli
+from engine.config import to_dict
 from engine.evaluate import evaluate
-from engine.logger import RunLogger, default_run_dir
+from engine.logger import RunLogger, default_run_dir, machine_info
 from engine.nets import TanhGaussianActor
 from engine.sac import temperature_loss
 
@@ -65,9 +66,13 @@ class Config:
     objective: str = "likelihood"
     """``likelihood`` (log-likelihood with an entropy floor; fits the std too) or ``mse`` (mean action only)."""
     eval_episodes: int = 10
-    """Episodes of the final evaluation."""
+    """Episodes of the final evaluation (intermediate ones use half, at least 1)."""
+    eval_interval: int = 10_000
+    """Gradient steps between evaluations on the true environment."""
     log_interval: int = 1_000
     """Gradient steps between metric rows."""
+    checkpoint_interval: int = 10_000
+    """Gradient steps between checkpoints (resumable with --resume; a larger --num-updates extends the run)."""
     out: str | None = None
     """Run directory; default runs/bc/<dataset>/<time>/."""
     progress: bool = True
@@ -76,7 +81,15 @@ class Config:
     def __post_init__(self):
         bad = [
             f"{k}={getattr(self, k)!r}"
-            for k in ("num_updates", "batch_size", "eval_episodes", "log_interval", "num_threads")
+            for k in (
+                "num_updates",
+                "batch_size",
+                "eval_episodes",
+                "eval_interval",
+                "log_interval",
+                "checkpoint_interval",
+                "num_threads",
+            )
             if getattr(self, k) < 1
         ]
         if self.lr <= 0:
@@ -110,6 +123,62 @@ def bc_likelihood_loss(
     return nll + alpha.detach() * log_pi.mean(), log_pi
 
 
+class BCLearner:
+    """The BC policy, its optimiser and (likelihood objective) its entropy temperature: ``step`` is one
+    gradient step; ``state_dict`` / ``load_state_dict`` carry all of it (a resumable run).
+
+    Args:
+        obs_dim, act_dim: D and A.
+        objective: ``"likelihood"`` or ``"mse"`` (module docstring).
+    Raises:
+        ValueError: an unknown objective.
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden_dims=(256, 256), lr: float = 1e-3, objective="likelihood", device="cpu"
+    ):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown BC objective {objective!r}; valid: {OBJECTIVES}")
+        self.objective = objective
+        self.actor = TanhGaussianActor(obs_dim, act_dim, hidden_dims).to(device)
+        self.opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
+        # The likelihood objective's temperature: starts at 1, tuned towards the entropy target -A.
+        self.log_alpha = torch.zeros((), device=device, requires_grad=True)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=lr)
+        self.target_entropy = -float(act_dim)
+
+    def step(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One step on ``batch`` (obs ``[B, D]``, act ``[B, A]`` in [-1, 1]); returns the loss (0-d, detached)."""
+        if self.objective == "mse":
+            loss = bc_loss(self.actor, batch)
+        else:
+            loss, log_pi = bc_likelihood_loss(self.actor, batch, self.log_alpha.exp(), generator)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.objective == "likelihood":
+            alpha_loss = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
+            self.alpha_opt.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_opt.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(),
+            "opt": self.opt.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.opt.load_state_dict(state["opt"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+
+
 def fit_bc(
     data: Batch,
     num_updates: int,
@@ -117,106 +186,128 @@ def fit_bc(
     lr: float = 1e-3,
     hidden_dims: tuple[int, ...] = (256, 256),
     generator: torch.Generator | None = None,
-    callback=None,
     objective: str = "likelihood",
 ) -> TanhGaussianActor:
     """Train a BC actor on ``data`` (obs ``[N, D]``, act ``[N, A]`` in [-1, 1]) with ``objective``
-    (module docstring); ``callback(step, loss)`` after each step. The likelihood objective's
-    temperature starts at 1 and is tuned with Adam at ``lr`` towards the entropy target ``-A``.
+    (module docstring) for ``num_updates`` steps on minibatches drawn from ``generator``.
 
     Raises ValueError for an unknown objective.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown BC objective {objective!r}; valid: {OBJECTIVES}")
     dev = data.obs.device
-    actor = TanhGaussianActor(data.obs.shape[-1], data.act.shape[-1], hidden_dims).to(dev)
-    opt = torch.optim.Adam(actor.parameters(), lr=lr)
-    if objective == "likelihood":  # the temperature of the entropy floor
-        log_alpha = torch.zeros((), device=dev, requires_grad=True)
-        alpha_opt = torch.optim.Adam([log_alpha], lr=lr)
-        target_entropy = -float(data.act.shape[-1])
-    for step in range(1, num_updates + 1):
-        idx = torch.randint(len(data), (batch_size,), generator=generator, device=dev)
-        batch = data.index(idx)
-        if objective == "mse":
-            loss = bc_loss(actor, batch)
-        else:
-            loss, log_pi = bc_likelihood_loss(actor, batch, log_alpha.exp(), generator)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if objective == "likelihood":
-            alpha_loss = temperature_loss(log_alpha, log_pi, target_entropy)
-            alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            alpha_opt.step()
-        if callback is not None:
-            callback(step, loss.detach())
-    return actor.eval()
+    learner = BCLearner(data.obs.shape[-1], data.act.shape[-1], hidden_dims, lr, objective, dev)
+    for _ in range(num_updates):
+        idx = torch.randint(len(data), (batch_size,), generator=generator, device=data.obs.device)
+        learner.step(data.index(idx), generator)
+    return learner.actor.eval()
 
 
-def train(cfg: Config, resume: str | None = None) -> dict:
+RUN_CONTROL_FIELDS = ("num_updates", "num_threads", "progress", "checkpoint_interval", "device")
+"""Fields a resumed BC run may change (as ``engine.trainer.RUN_CONTROL_FIELDS``)."""
+
+
+def train(cfg: Config | None, resume: str | None = None) -> dict:
     """Run BC; returns the summary (also ``<out>/summary.json``) and writes ``policy.pt``
-    (``engine.behavior.load_policy`` reads it; ``algos.armor --reference`` takes it).
+    (``engine.behavior.load_policy`` reads it; ``algos.armor --reference`` takes it). Every
+    ``checkpoint_interval`` steps a checkpoint; ``resume`` (a run directory) continues from it by the rule of
+    every run (``engine.checkpoint.resume``).
 
-    Raises ValueError for an unknown dataset id, bad config values, or ``resume`` (BC runs take
-    minutes and keep no checkpoints: rerun instead), FileExistsError when ``cfg.out`` already holds a
-    run's ``metrics.csv``.
+    Raises ValueError for an unknown dataset id, bad config values or a bad resume, FileExistsError when
+    ``cfg.out`` already holds a run, FileNotFoundError when ``resume`` holds no checkpoint.
     """
+    ckpt = None
     if resume is not None:
-        raise ValueError("BC runs keep no checkpoints (they take minutes); rerun without --resume")
+        cfg, ckpt = checkpoint.resume(resume, ALGO, Config, cfg, RUN_CONTROL_FIELDS)
+        run_dir = Path(resume)
+    elif cfg is None:
+        raise ValueError("a fresh run needs a config (cfg=None is only for resume)")
+    else:
+        run_dir = Path(cfg.out) if cfg.out else default_run_dir(ALGO, cfg.dataset)
+    prior_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     data = datasets.load(cfg.dataset, device=cfg.device)
     if data.env_name is None:
         raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir("bc", cfg.dataset)
-    logger = RunLogger(run_dir)
-    logger.write_json("config.json", {"algo": ALGO, "command": " ".join(sys.argv), **dataclasses.asdict(cfg)})
+    logger = RunLogger(run_dir, resume_step=None if ckpt is None else ckpt["step"])
+    if ckpt is None:
+        logger.write_json("config.json", {"algo": ALGO, "command": " ".join(sys.argv), **to_dict(cfg)})
+    torch.manual_seed(cfg.seed)  # the policy's initialisation
+    learner = BCLearner(data.obs_dim, data.act_dim, cfg.hidden_dims, cfg.lr, cfg.objective, cfg.device)
     gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    bar = tqdm(total=cfg.num_updates, desc="bc updates", unit="upd", disable=not cfg.progress)
-    state = {"loss": 0.0, "actor": None}
+    step, prior_wall = 0, 0.0
+    if ckpt is not None:
+        learner.load_state_dict(ckpt["agent"])
+        gen.set_state(ckpt["gen"])
+        step, prior_wall = ckpt["step"], ckpt["wall_s"]
+    real = data.as_batch()
+    evals: list[tuple[int, float]] = []
 
-    def on_step(step: int, loss: torch.Tensor) -> None:
-        state["loss"] = state["loss"] + loss
-        bar.update(1)
-        if step % cfg.log_interval == 0:
-            logger.log(step, {"train/bc_loss": state["loss"] / cfg.log_interval})
-            state["loss"] = 0.0
+    def evaluate_now(num_episodes: int) -> dict:
+        policy = lambda o: learner.actor.act(o, deterministic=True)  # noqa: E731
+        result = evaluate(policy, data.env_name, num_episodes, seed=cfg.seed + 10_000)
+        logger.log_episodes(step, result)
+        evals.append((step, result.normalized_score))
+        return result.metrics()
 
-    actor = fit_bc(
-        data.as_batch(), cfg.num_updates, cfg.batch_size, cfg.lr, cfg.hidden_dims, gen, on_step, cfg.objective
-    )
-    bar.close()
-    with torch.no_grad():  # one-sample entropy estimate on (up to) 10,000 dataset states
-        states = data.as_batch().obs[:10_000]
-        entropy = float(-actor(states, gen)[1].mean())
-    final = evaluate(
-        lambda o: actor.act(o, deterministic=True), data.env_name, cfg.eval_episodes, seed=cfg.seed + 10_000
-    )
-    logger.log(cfg.num_updates, final.metrics())
-    save_policy(actor, run_dir / "policy.pt", data.env_name, dataset=cfg.dataset, algo="bc", objective=cfg.objective)
-    summary = {
-        "algo": "bc",
-        "dataset": cfg.dataset,
-        "env": data.env_name,
-        "seed": cfg.seed,
-        "normalized_score": final.normalized_score,
-        "normalized_score_std": final.normalized_score_std,
-        "return_mean": final.return_mean,
-        "return_std": final.return_std,
-        "eval_episodes": cfg.eval_episodes,
-        "behavior_normalized_score": data.behavior_normalized_score,
-        "objective": cfg.objective,
-        "policy_entropy": entropy,
-        "num_updates": cfg.num_updates,
-        "wall_s": time.perf_counter() - t0,
-        "run_dir": str(run_dir),
-    }
-    logger.write_json("summary.json", summary)
-    logger.close()
-    return summary
+    def save_checkpoint() -> None:
+        state = {"agent": learner.state_dict(), "gen": gen.get_state(), "step": step}
+        checkpoint.save(
+            {**state, "algo": ALGO, "config": to_dict(cfg), "wall_s": prior_wall + time.perf_counter() - t0},
+            run_dir / "checkpoint.pt",
+        )
+
+    try:
+        loss_sum = torch.zeros(())
+        bar = tqdm(total=cfg.num_updates, initial=step, desc="bc", unit="upd", disable=not cfg.progress)
+        while step < cfg.num_updates:
+            idx = torch.randint(len(real), (cfg.batch_size,), generator=gen, device=cfg.device)
+            loss_sum = loss_sum + learner.step(real.index(idx), gen)
+            step += 1
+            bar.update(1)
+            if step % cfg.log_interval == 0:
+                row = {"train/bc_loss": loss_sum / cfg.log_interval}
+                if step % cfg.eval_interval == 0 and step != cfg.num_updates:
+                    row.update(evaluate_now(max(1, cfg.eval_episodes // 2)))
+                logger.log(step, row)
+                loss_sum = torch.zeros(())
+            if step % cfg.checkpoint_interval == 0 and step != cfg.num_updates:
+                save_checkpoint()
+        bar.close()
+        actor = learner.actor.eval()
+        with torch.no_grad():  # one-sample entropy estimate on (up to) 10,000 dataset states
+            entropy = float(-actor(real.obs[:10_000], gen)[1].mean())
+        final = evaluate_now(cfg.eval_episodes)
+        logger.log(step, final)
+        save_checkpoint()
+        save_policy(
+            actor, run_dir / "policy.pt", data.env_name, dataset=cfg.dataset, algo=ALGO, objective=cfg.objective
+        )
+        best_step, best = max(evals, key=lambda e: e[1])
+        summary = {
+            "algo": ALGO,
+            "dataset": cfg.dataset,
+            "env": data.env_name,
+            "seed": cfg.seed,
+            "normalized_score": final["eval/normalized_score"],
+            "normalized_score_std": final["eval/normalized_score_std"],
+            "return_mean": final["eval/return_mean"],
+            "return_std": final["eval/return_std"],
+            "eval_episodes": cfg.eval_episodes,
+            "best_eval_normalized_score": best,
+            "best_eval_step": best_step,
+            "behavior_normalized_score": data.behavior_normalized_score,
+            "objective": cfg.objective,
+            "policy_entropy": entropy,
+            "num_updates": step,
+            "wall_s": prior_wall + time.perf_counter() - t0,
+            "machine": machine_info(cfg.num_threads),
+            "run_dir": str(run_dir),
+        }
+        logger.write_json("summary.json", summary)
+        return summary
+    finally:
+        logger.close()
+        torch.set_num_threads(prior_threads)
 
 
 PRESETS: dict[str, Config] = {key: Config(dataset=key) for key in datasets.DATASETS}

@@ -115,6 +115,53 @@ def load(path: str | Path, algo: str | None = None, map_location=None) -> dict:
     return ckpt
 
 
+def resume(
+    run_dir: str | Path,
+    algo: str,
+    config_cls: type,
+    cfg=None,
+    run_control: tuple[str, ...] = (),
+    budget: str = "num_updates",
+    normalize=None,
+):
+    """The one resume rule of every run (model-based, BC, behaviour training): read ``run_dir/checkpoint.pt``
+    and return ``(config in force, checkpoint)``.
+
+    The config in force is the saved one (``cfg`` None), or ``cfg`` when it differs from the saved one only in
+    ``run_control`` fields (how long and where the run goes: a larger ``budget`` extends it). ``normalize`` is
+    applied to both configs before they are compared (e.g. filling in a seed that follows another field).
+
+    Raises:
+        FileNotFoundError: no checkpoint in ``run_dir``.
+        ValueError: a checkpoint of another algorithm; ``cfg`` differs outside ``run_control`` (names the
+            fields); ``cfg``'s budget is below the checkpoint's step.
+    """
+    from engine.config import changed_fields, from_dict
+
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"nothing to resume: no checkpoint.pt in {run_dir}")
+    ckpt = load(path, algo)
+    normalize = normalize or (lambda c: c)
+    saved = normalize(from_dict(config_cls, ckpt["config"]))
+    if cfg is None:
+        return saved, ckpt
+    cfg = normalize(cfg)
+    other = [f for f in changed_fields(saved, cfg) if f not in run_control]
+    if other:
+        raise ValueError(
+            f"a resumed run keeps its saved config; these fields differ from it: {', '.join(other)} "
+            f"(only {', '.join(run_control)} may change on --resume)"
+        )
+    if getattr(cfg, budget) < ckpt["step"]:
+        flag = "--" + budget.replace("_", "-")
+        raise ValueError(
+            f"the checkpoint is at step {ckpt['step']}, past {flag} {getattr(cfg, budget)}; "
+            f"give at least {ckpt['step']}"
+        )
+    return cfg, ckpt
+
+
 def slim(src: str | Path, dst: str | Path) -> Path:
     """Copy a run's ``checkpoint.pt`` without its model buffer (ARMOR on HalfCheetah: 218 MB -> ~9 MB), so that a
     long run can be carried to another machine (or kept in a repository) and continued there with

@@ -36,7 +36,7 @@ from engine import checkpoint
 from engine import data as datasets
 from engine.agent import Agent
 from engine.buffer import ReplayBuffer
-from engine.config import changed_fields, from_dict, to_dict
+from engine.config import to_dict
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, fit_or_load, shipped_ensemble
 from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir, machine_info
@@ -230,25 +230,9 @@ class ModelBasedRun:
         ckpt = None
         if resume is not None:
             self.dir = Path(resume)
-            ckpt_path = self.dir / "checkpoint.pt"
-            if not ckpt_path.is_file():
-                raise FileNotFoundError(f"nothing to resume: no checkpoint.pt in {self.dir}")
-            ckpt = checkpoint.load(ckpt_path, algo)
-            saved = with_dynamics_seed(from_dict(config_cls, ckpt["config"]))
-            if cfg is not None:
-                cfg = with_dynamics_seed(cfg)
-                other = [f for f in changed_fields(saved, cfg) if f not in RUN_CONTROL_FIELDS]
-                if other:
-                    raise ValueError(
-                        f"a resumed run keeps its saved config; these fields differ from it: {', '.join(other)} "
-                        f"(only {', '.join(RUN_CONTROL_FIELDS)} may change on --resume)"
-                    )
-                if cfg.num_updates < ckpt["step"]:
-                    raise ValueError(
-                        f"the checkpoint is at step {ckpt['step']}, past --num-updates {cfg.num_updates}; "
-                        f"give at least {ckpt['step']}"
-                    )
-            cfg = cfg if cfg is not None else saved
+            cfg, ckpt = checkpoint.resume(
+                resume, algo, config_cls, cfg, RUN_CONTROL_FIELDS, "num_updates", with_dynamics_seed
+            )
         else:
             if cfg is None:
                 raise ValueError("a fresh run needs a config (cfg=None is only for resume)")

@@ -237,7 +237,7 @@ def test_bad_config_and_reference(tiny_dataset, tmp_path):
         bc.Config(lr=0.0)
     with pytest.raises(ValueError, match="objective='l2'.*'likelihood', 'mse'"):
         bc.Config(objective="l2")
-    with pytest.raises(ValueError, match="no checkpoints"):
+    with pytest.raises(FileNotFoundError, match="nothing to resume: no checkpoint.pt in somewhere"):
         bc.train(bc.Config(dataset=tiny_dataset), resume="somewhere")
     wrong = TanhGaussianActor(11, 3, (8,))
     save_policy(wrong, tmp_path / "hopper_policy.pt", "hopper", algo="bc")  # an older, mean-only BC checkpoint

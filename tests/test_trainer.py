@@ -96,6 +96,40 @@ def test_a_killed_and_resumed_run_equals_an_unstopped_one(module, tiny_dataset, 
     assert _rows(straight / "episodes.csv") == _rows(stopped / "episodes.csv")
 
 
+def test_a_killed_and_resumed_bc_run_equals_an_unstopped_one(tiny_dataset, tmp_path, monkeypatch):
+    """BC follows the same run lifecycle: killed after its checkpoint, resumed (and extended) by the same rule."""
+    from algos import bc
+
+    cfg = bc.Config(
+        dataset=tiny_dataset,
+        num_updates=40,
+        batch_size=32,
+        hidden_dims=(32, 32),
+        eval_interval=20,
+        eval_episodes=2,
+        log_interval=10,
+        checkpoint_interval=20,
+        progress=False,
+    )
+    bc.train(replace(cfg, out=str(tmp_path / "straight")))
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as m:
+        _kill_after(m, 20)
+        with pytest.raises(Killed):
+            bc.train(replace(cfg, out=str(stopped)))
+    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] == 20
+    assert bc.train(None, resume=str(stopped))["num_updates"] == 40
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    _assert_same_state(a["agent"], b["agent"], "agent")
+    assert _rows(tmp_path / "straight" / "metrics.csv") == _rows(stopped / "metrics.csv")
+    assert _rows(tmp_path / "straight" / "episodes.csv") == _rows(stopped / "episodes.csv")
+    extended = bc.train(replace(cfg, out=str(stopped), num_updates=60), resume=str(stopped))
+    assert extended["num_updates"] == 60
+    with pytest.raises(ValueError, match="fields differ from it: lr"):
+        bc.train(replace(cfg, out=str(stopped), num_updates=80, lr=1e-2), resume=str(stopped))
+
+
 def _first_steps(module, dataset, out, seed: int):
     """Initial actor weights and the first update's critic loss of a run, through the loop's own setup."""
     run = trainer.ModelBasedRun(module.ALGO, module.Config, tiny(module, dataset, out, seed=seed), module.make_agent)
