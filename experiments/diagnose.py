@@ -1,0 +1,168 @@
+"""Where a model-based policy's learned simulator and the true environment part ways.
+
+For a run's checkpoint, this plays the policy's deterministic episodes on the true environment and, along
+each real trajectory, asks the run's dynamics model (its elites' mean prediction) what it thinks happens:
+
+- one-step error: ``||mean(s_t, a_t) - (s_{t+1} - s_t)||^2 / D`` and the reward error, and the model's
+  uncertainty ``u(s_t, a_t)`` against its 99th percentile on the dataset;
+- termination: whether the model's mean next state leaves the healthy box where the real one does;
+- the same episode in the model: from the real start state, the policy in the loop of the model's mean
+  dynamics for as many steps as the real episode lasted, or until the model says it fell (or its prediction
+  diverged to a non-finite state).
+
+If the model agrees with the real trajectory step by step but its own closed-loop episode does not fall, the
+model's errors compound over the horizon; if its one-step errors and uncertainty are small while the real
+policy falls, the failure is not one the uncertainty penalty can see::
+
+    python -m experiments.diagnose runs/mopo-hopper-medium-seed0 --episodes 5
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from algos import algo_module
+from engine import checkpoint
+from engine import data as datasets
+from engine.config import from_dict
+from engine.dynamics import fit_or_load, targets_of
+from engine.envs import get_env_spec, make_env
+from engine.termination import is_terminal, termination_params
+from engine.trainer import UncertaintyProbe, with_dynamics_seed
+
+
+@dataclass(frozen=True)
+class Diagnose:
+    """Compare a run's learned model with the true environment along the run's own policy's episodes."""
+
+    run_dir: tyro.conf.Positional[str]
+    """A run directory holding ``checkpoint.pt`` (its dynamics ensemble must be in this machine's cache)."""
+    episodes: int = 5
+    """Real episodes (seeds ``seed + 10,000 + k``, as the run's evaluations)."""
+    out: str | None = None
+    """Write the per-episode figures as JSON here (default: ``<run_dir>/diagnosis_step<step>.json``)."""
+
+
+def _episode(env_name: str, policy, seed: int) -> dict:
+    """One real episode: ``obs [T+1, D]``, ``act [T, A]``, ``rew [T]``, and whether it ended by termination."""
+    env = make_env(env_name)
+    obs, _ = env.reset(seed=seed)
+    observations, actions, rewards, terminated = [obs], [], [], False
+    while True:
+        act = policy(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+        obs, rew, terminated, truncated, _ = env.step(act)
+        observations.append(obs)
+        actions.append(act)
+        rewards.append(rew)
+        if terminated or truncated:
+            break
+    env.close()
+    f32 = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
+    return {"obs": f32(observations), "act": f32(actions), "rew": f32(rewards), "terminated": bool(terminated)}
+
+
+@torch.no_grad()
+def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
+    """The comparison described in the module docstring; returns ``{"step", "episodes": [...], "summary"}``.
+
+    Raises:
+        FileNotFoundError: no checkpoint in ``run_dir``.
+        ValueError: the checkpoint's dataset or algorithm is unknown here.
+    """
+    ckpt = checkpoint.load(Path(run_dir) / "checkpoint.pt")
+    mod = algo_module(ckpt["algo"])
+    cfg = with_dynamics_seed(from_dict(mod.Config, ckpt["config"]))
+    data = datasets.load(cfg.dataset)
+    real = data.as_batch()
+    dyn, _ = fit_or_load(real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, progress=False)
+    torch.manual_seed(cfg.seed)
+    agent = mod.make_agent(data, cfg, torch.device("cpu"), dyn)
+    agent.load_state_dict(ckpt["agent"])  # ARMOR's adversarial model is in here too
+    params, m = dyn.params(), dyn.model
+    term = termination_params(data.env_name)
+    probe = UncertaintyProbe(params, real, cfg.rollout.uncertainty, torch.Generator().manual_seed(cfg.seed))
+    p99 = float(torch.quantile(probe.u(probe.data_obs, probe.data_act), 0.99))
+    d = get_env_spec(data.env_name).obs_dim
+    policy = lambda o: agent.actor.act(o, deterministic=True)  # noqa: E731
+
+    def mean_step(obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Elite-mean prediction ``[N, D+1]`` of ``[delta obs, reward]``."""
+        mean, _ = m(m.normalize(obs, act))
+        return mean[dyn.elites].mean(0)
+
+    episodes = []
+    for k in range(num_episodes):
+        ep = _episode(data.env_name, policy, cfg.seed + 10_000 + k)
+        obs, act = ep["obs"][:-1], ep["act"]
+        pred = mean_step(obs, act)
+        target = targets_of(type(real)(obs, act, ep["rew"], ep["obs"][1:], torch.zeros(len(obs))))
+        state_err = (pred[:, :d] - target[:, :d]).pow(2).mean(-1)
+        reward_err = (pred[:, d] - target[:, d]).abs()
+        u = probe.u(obs, act)
+        model_term = is_terminal(term, obs + pred[:, :d])
+        # The same episode inside the model: closed loop from the real start state, mean dynamics.
+        s, model_return, model_len = ep["obs"][:1], 0.0, 0
+        for _ in range(len(act)):
+            y = mean_step(s, policy(s))
+            s = s + y[:, :d]
+            model_len += 1
+            if not bool(torch.isfinite(s).all()):  # the closed loop diverged (counted as a fall, as in rollouts)
+                break
+            model_return += float(y[0, d])
+            if bool(is_terminal(term, s)[0]):
+                break
+        last = slice(max(0, len(obs) - 5), len(obs))
+        episodes.append(
+            {
+                "real_length": len(act),
+                "real_return": float(ep["rew"].sum()),
+                "real_terminated": ep["terminated"],
+                "model_closed_loop_length": model_len,
+                "model_closed_loop_return": model_return,
+                "model_closed_loop_diverged": not bool(torch.isfinite(s).all()),
+                "one_step_state_mse_first10": float(state_err[:10].mean()),
+                "one_step_state_mse_last5": float(state_err[last].mean()),
+                "one_step_reward_abs_err": float(reward_err.mean()),
+                "uncertainty_mean": float(u.mean()),
+                "uncertainty_last5": float(u[last].mean()),
+                "uncertainty_data_p99": p99,
+                "model_predicts_the_fall": bool(model_term[-1]) if ep["terminated"] else None,
+                "model_terminal_steps": int(model_term.sum()),
+            }
+        )
+    keys = [k for k, v in episodes[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    summary = {key: float(np.mean([e[key] for e in episodes])) for key in keys}
+    falls = [e["model_predicts_the_fall"] for e in episodes if e["model_predicts_the_fall"] is not None]
+    summary["real_falls_the_model_predicts"] = f"{sum(falls)}/{len(falls)}"
+    return {
+        "run_dir": str(run_dir),
+        "step": ckpt["step"],
+        "algo": ckpt["algo"],
+        "episodes": episodes,
+        "summary": summary,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    cmd = tyro.cli(Diagnose, args=argv, prog="python -m experiments.diagnose", description=__doc__)
+    try:
+        result = diagnose(cmd.run_dir, cmd.episodes)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"python -m experiments.diagnose: error: {e}", file=sys.stderr)
+        return 1
+    out = Path(cmd.out) if cmd.out else Path(cmd.run_dir) / f"diagnosis_step{result['step']}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["summary"], indent=1))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
