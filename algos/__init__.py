@@ -31,6 +31,4 @@ def resolve_config(algo: str, dataset: str | None = None, preset: str | None = N
     from engine.data import DEFAULT_DATASET
 
     mod = algo_module(algo)
-    return resolve(
-        mod.Config, mod.PRESETS, mod.BUDGETS, dataset, preset, overrides, default_dataset=DEFAULT_DATASET
-    )
+    return resolve(mod.Config, mod.PRESETS, mod.BUDGETS, dataset, preset, overrides, default_dataset=DEFAULT_DATASET)

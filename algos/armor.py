@@ -51,12 +51,12 @@ from tqdm import tqdm
 
 from algos.bc import fit_bc
 from engine.agent import Agent
-from engine.behavior import load_policy
-from engine.buffer import Batch, cat_batches
+from engine.batch import Batch, cat_batches
 from engine.cli import run_cli
 from engine.data import DATASETS
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, targets_of
 from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, clear_grads, make_adam
+from engine.policy_io import load_policy
 from engine.rollout import RolloutConfig
 from engine.sac import temperature_loss
 from engine.termination import termination_params
@@ -96,7 +96,7 @@ class Config(ModelBasedConfig):
     tau: float = 0.005
     """Polyak coefficient of the target critics."""
     reference: str | None = None
-    """Reference policy checkpoint (``engine.behavior.save_policy`` format, e.g. a BC run's policy.pt);
+    """Reference policy checkpoint (``engine.policy_io.save_policy`` format, e.g. a BC run's policy.pt);
     None trains BC on the dataset first."""
     reference_updates: int = 100_000
     """BC gradient steps when the reference is trained here."""

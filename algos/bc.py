@@ -31,13 +31,13 @@ from tqdm import tqdm
 
 from engine import checkpoint
 from engine import data as datasets
-from engine.behavior import save_policy
-from engine.buffer import Batch
+from engine.batch import Batch
 from engine.cli import run_cli
 from engine.config import to_dict
 from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir, machine_info
 from engine.nets import TanhGaussianActor
+from engine.policy_io import save_policy
 from engine.sac import temperature_loss
 
 ALGO = "bc"
@@ -207,7 +207,7 @@ RUN_CONTROL_FIELDS = ("num_updates", "num_threads", "progress", "checkpoint_inte
 
 def train(cfg: Config | None, resume: str | None = None) -> dict:
     """Run BC; returns the summary (also ``<out>/summary.json``) and writes ``policy.pt``
-    (``engine.behavior.load_policy`` reads it; ``algos.armor --reference`` takes it). Every
+    (``engine.policy_io.load_policy`` reads it; ``algos.armor --reference`` takes it). Every
     ``checkpoint_interval`` steps a checkpoint; ``resume`` (a run directory) continues from it by the rule of
     every run (``engine.checkpoint.resume``).
 

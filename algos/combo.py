@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 
 from engine.agent import SACAgent
-from engine.buffer import Batch, cat_batches
+from engine.batch import Batch, cat_batches
 from engine.cli import run_cli
 from engine.rollout import RolloutConfig
 from engine.sac import SAC, SACConfig

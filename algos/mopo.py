@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.agent import SACAgent
-from engine.buffer import Batch, cat_batches
+from engine.batch import Batch, cat_batches
 from engine.cli import run_cli
 from engine.rollout import RolloutConfig
 from engine.sac import SACConfig

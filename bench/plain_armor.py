@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from algos.armor import ARMORAgent, bellman_error, model_fit_error, relative_pessimism
-from engine.buffer import Batch, cat_batches
+from engine.batch import Batch, cat_batches
 from engine.dynamics import targets_of
 from engine.sac import temperature_loss
 

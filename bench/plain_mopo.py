@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.buffer import Batch
+from engine.batch import Batch
 
 FIELDS = ("obs", "act", "rew", "next_obs", "terminal")
 

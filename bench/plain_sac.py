@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from engine.buffer import Batch
+from engine.batch import Batch
 
 
 def _mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:

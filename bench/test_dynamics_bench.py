@@ -27,7 +27,7 @@ import torch
 from bench.conftest import bench_size, machine, time_interleaved
 from bench.plain_dynamics import PlainEnsemble
 from engine import data as datasets
-from engine.buffer import Batch
+from engine.batch import Batch
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, targets_of
 
 D, A = 17, 6

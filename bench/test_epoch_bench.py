@@ -24,7 +24,8 @@ from bench.conftest import machine, time_interleaved
 from bench.naive_rollout import naive_rollout
 from bench.plain_mopo import NumpyReplayBuffer, plain_mopo_step
 from bench.plain_sac import PlainSAC
-from engine.buffer import Batch, ReplayBuffer
+from engine.batch import Batch
+from engine.buffer import ReplayBuffer
 from engine.rollout import RolloutConfig, RolloutEngine
 from engine.termination import termination_params
 from kernels import EnsembleParams

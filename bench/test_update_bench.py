@@ -16,7 +16,7 @@ import torch
 
 from bench.conftest import machine, time_interleaved
 from bench.plain_sac import PlainSAC
-from engine.buffer import Batch
+from engine.batch import Batch
 from engine.sac import SAC
 
 D, A, B = 17, 6, 256

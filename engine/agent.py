@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from engine.buffer import Batch
+from engine.batch import Batch
 from engine.nets import TanhGaussianActor
 from engine.sac import SAC, SACConfig
 

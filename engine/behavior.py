@@ -1,7 +1,7 @@
 """Behaviour policies: online SAC on the true simulator, and the small policy checkpoints that
 ship in ``engine/policies/`` to generate the datasets, D4RL style (Fu et al. 2020, Sec. 5:
 "medium" = a SAC policy stopped early at about a third of expert return; "random" = uniform
-random actions).
+random actions). The checkpoint file format is ``engine.policy_io``'s.
 
 Train (resumable: rerun the same command after a kill and it continues from its last checkpoint,
 exactly as if it had not stopped; rerun it with a larger ``--total-steps`` to train longer)::
@@ -32,49 +32,11 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from engine.buffer import Batch, ReplayBuffer
+from engine import policy_io
+from engine.batch import Batch
+from engine.buffer import ReplayBuffer
 from engine.envs import get_env_spec, make_env
-from engine.nets import TanhGaussianActor
 from engine.sac import SAC, SACConfig
-
-POLICY_DIR = Path(__file__).parent / "policies"
-
-
-def save_policy(actor: TanhGaussianActor, path: str | Path, env: str, **meta) -> None:
-    """Write a policy checkpoint: the actor's weights plus ``env``, dims and ``meta`` (JSON-able)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in actor.state_dict().items()}
-    torch.save(
-        {
-            "env": env,
-            "obs_dim": actor.obs_dim,
-            "act_dim": actor.act_dim,
-            "hidden_dims": list(actor.hidden_dims),
-            "actor": state,
-            "meta": meta,
-        },
-        path,
-    )
-
-
-def load_policy(path: str | Path, device="cpu") -> tuple[TanhGaussianActor, dict]:
-    """Load a checkpoint written by ``save_policy``; returns ``(actor, info)``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a simloop policy checkpoint (corrupt or other format).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no policy checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        actor = TanhGaussianActor(ckpt["obs_dim"], ckpt["act_dim"], tuple(ckpt["hidden_dims"]))
-        actor.load_state_dict(ckpt["actor"])
-    except Exception as e:  # noqa: BLE001 - any failure here means a bad file; say which
-        raise ValueError(f"{path} is not a readable simloop policy checkpoint: {e}") from e
-    return actor.to(device).eval(), {k: v for k, v in ckpt.items() if k != "actor"}
 
 
 def run_episodes(env_name: str, policy, num_episodes: int, seed: int, deterministic: bool) -> np.ndarray:
@@ -244,7 +206,7 @@ def train(cfg: TrainConfig) -> Path:
                 if new:
                     w.writeheader()
                 w.writerow(row)
-            save_policy(agent.actor, out / "snapshots" / f"step_{step:08d}.pt", cfg.env, **row)
+            policy_io.save_policy(agent.actor, out / "snapshots" / f"step_{step:08d}.pt", cfg.env, **row)
             tmp = ckpt_path.with_suffix(".tmp")
             torch.save(
                 {
@@ -315,7 +277,7 @@ def export(cfg: ExportConfig) -> Path:
         chosen = [int(r["step"]) for r in ranked[: cfg.candidates]]
     measured = {}
     for step in chosen:
-        actor, info = load_policy(run / "snapshots" / f"step_{step:08d}.pt")
+        actor, info = policy_io.load_policy(run / "snapshots" / f"step_{step:08d}.pt")
         rets = run_episodes(info["env"], actor, cfg.verify_episodes, 123, deterministic=False)
         measured[step] = (actor, info, rets)
         if len(chosen) > 1:
@@ -323,8 +285,8 @@ def export(cfg: ExportConfig) -> Path:
     step = min(chosen, key=lambda s: abs(float(measured[s][2].mean()) - cfg.target_return))
     actor, info, rets = measured[step]
     train_cfg = json.loads((run / "config.json").read_text())
-    dest = POLICY_DIR / f"{cfg.name}.pt"
-    save_policy(
+    dest = policy_io.POLICY_DIR / f"{cfg.name}.pt"
+    policy_io.save_policy(
         actor,
         dest,
         info["env"],

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from engine.buffer import Batch
+from engine.batch import Batch
 from engine.data import DEFAULT_DATASET
 from engine.nets import EnsembleLinear, adam_step, clear_grads, make_adam
 from kernels import EnsembleParams, ensemble_forward
@@ -416,7 +416,7 @@ class FitConfig:
     so that every algorithm run with the same ``--dynamics.*`` flags reuses it."""
 
     dataset: str = DEFAULT_DATASET
-    """Minari dataset id (``python -m engine.datasets list``)."""
+    """Minari dataset id (``python -m engine.data list``)."""
     dynamics: DynamicsConfig = DynamicsConfig()
     """Ensemble architecture and training; the same flags as the algorithms' ``--dynamics.*``."""
     seed: int = 0

@@ -12,89 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from engine.envs import get_env_spec, make_env, normalize_return
+from engine.envs import get_env_spec, make_env
+from engine.eval_result import EvalResult
+from engine.nets import TanhGaussianActor
 
 MAX_DEFAULT_ENVS = 32
 """Default cap on the environments stepped together; batching the policy gains little beyond this
 on a CPU and each environment holds its own MuJoCo state."""
-
-
-@dataclass(frozen=True, eq=False)
-class EvalResult:
-    """Outcome of ``evaluate``: per-episode returns and lengths, in episode order (episode k was
-    reset with ``seed + k``), and the time it took. ``eq=False``: arrays have no boolean ``==``."""
-
-    env: str
-    """Gymnasium id of the environment evaluated on."""
-    returns: np.ndarray
-    """``[num_episodes]`` float64: undiscounted episode returns (sum of per-step rewards)."""
-    lengths: np.ndarray
-    """``[num_episodes]`` int64: episode lengths in environment steps."""
-    wall_s: float
-    """Seconds for the whole evaluation (environment construction, resets, steps, policy calls); for the
-    MJX backend without compilation, which ``compile_s`` holds."""
-    compile_s: float = 0.0
-    """Seconds spent compiling (MJX backend, first call per env and batch size in a process; 0 otherwise)."""
-    seed: int = 0
-    """Seed of episode 0 (episode k was reset with ``seed + k``)."""
-
-    @property
-    def return_mean(self) -> float:
-        """Mean episode return."""
-        return float(self.returns.mean())
-
-    @property
-    def return_std(self) -> float:
-        """Standard deviation of the episode returns (population, ddof=0)."""
-        return float(self.returns.std())
-
-    @property
-    def normalized_score(self) -> float:
-        """D4RL normalised score of the mean return: ``100 * (R - R_random) / (R_expert - R_random)``."""
-        return float(normalize_return(self.env, self.return_mean))
-
-    @property
-    def normalized_score_std(self) -> float:
-        """Standard deviation (ddof=0) of the per-episode normalised scores."""
-        return float(normalize_return(self.env, self.returns).std())
-
-    @property
-    def steps_per_s(self) -> float:
-        """Environment steps per second of wall time (all episodes' steps / ``wall_s``)."""
-        return float(self.lengths.sum() / self.wall_s)
-
-    def episode_rows(self, step: int) -> list[dict]:
-        """One dict per episode: ``step`` (the training step evaluated), ``episode``, ``seed``, ``return``,
-        ``length``, ``normalized_score``; the rows of a run's ``episodes.csv``."""
-        scores = normalize_return(self.env, self.returns)
-        return [
-            {
-                "step": step,
-                "episode": k,
-                "seed": self.seed + k,
-                "return": float(r),
-                "length": int(n),
-                "normalized_score": float(s),
-            }
-            for k, (r, n, s) in enumerate(zip(self.returns, self.lengths, scores))
-        ]
-
-    def metrics(self) -> dict[str, float]:
-        """Flat dict with namespaced keys (``eval/...``, ``perf/eval_steps_per_s``, ``perf/eval_compile_s``)."""
-        return {
-            "eval/return_mean": self.return_mean,
-            "eval/return_std": self.return_std,
-            "eval/normalized_score": self.normalized_score,
-            "eval/normalized_score_std": self.normalized_score_std,
-            "eval/episode_length": float(self.lengths.mean()),
-            "perf/eval_steps_per_s": self.steps_per_s,
-            "perf/eval_compile_s": self.compile_s,
-        }
 
 
 def evaluate(
@@ -137,8 +65,7 @@ def evaluate(
             or ``backend="mjx"`` with a ``policy`` that is not a TanhGaussianActor.
     """
     if backend == "mjx":
-        from engine.mjx_eval import evaluate_mjx
-        from engine.nets import TanhGaussianActor
+        from engine.mjx_eval import evaluate_mjx  # imports jax and MJX: only when asked for
 
         if not isinstance(policy, TanhGaussianActor):
             raise ValueError(f"backend='mjx' needs the TanhGaussianActor itself as policy; got {type(policy).__name__}")

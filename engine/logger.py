@@ -105,7 +105,7 @@ class RunLogger:
         return values
 
     def log_episodes(self, step: int, result) -> None:
-        """Append one row per episode of an ``engine.evaluate.EvalResult`` to ``episodes.csv``: ``step, episode,
+        """Append one row per episode of an ``engine.eval_result.EvalResult`` to ``episodes.csv``: ``step, episode,
         seed, return, length, normalized_score`` (every evaluation of the run, episode by episode)."""
         rows = result.episode_rows(step)
         new = not self.episodes_path.exists()

@@ -3,7 +3,7 @@ parallel, ``jax.vmap`` over episodes and the whole episode in one compiled ``lax
 
 The task is Gymnasium's v5 task, re-stated in JAX from its source (Gymnasium 1.4,
 gymnasium/envs/mujoco/{half_cheetah,hopper,walker2d}_v5.py and mujoco_env.py), with the defaults of
-``gymnasium.make(id)``:
+``gymnasium.make(id)``, which each env's ``engine.envs.EnvSpec`` holds:
 
 - model: the same XML file (``mujoco_env.expand_model_path(xml_file)``, i.e. Gymnasium's own assets:
   half_cheetah.xml, hopper.xml, walker2d_v5.xml) compiled by ``mujoco.MjModel.from_xml_path`` and moved
@@ -52,7 +52,6 @@ branches, so every solver iteration pays all 50 line-search iterations. The MJX 
 from __future__ import annotations
 
 import functools
-import math
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -68,92 +67,15 @@ from gymnasium.utils.seeding import np_random
 from mujoco import mjx
 from torch import nn
 
-from engine.envs import get_env_spec
-from engine.evaluate import EvalResult
+from engine.envs import EnvSpec, get_env_spec
+from engine.eval_result import EvalResult
 from engine.nets import TanhGaussianActor
-
-
-@dataclass(frozen=True)
-class MjxTask:
-    """Constants of one Gymnasium v5 task (the defaults of its ``__init__``)."""
-
-    name: str
-    """Short name (engine.envs.ENVS key)."""
-    xml_file: str
-    """Model file name inside Gymnasium's mujoco assets folder."""
-    frame_skip: int
-    """Physics steps per environment step."""
-    forward_reward_weight: float
-    """Weight of the forward velocity (m/s) in the reward."""
-    ctrl_cost_weight: float
-    """Weight of ``sum(action^2)`` subtracted from the reward."""
-    healthy_reward: float
-    """Reward per healthy step (0: no healthy term)."""
-    reset_noise_scale: float
-    """s: half-width of the uniform reset noise (or std of HalfCheetah's Gaussian qvel noise)."""
-    qvel_noise_normal: bool
-    """True: qvel reset noise is ``s * N(0, 1)`` (HalfCheetah); False: ``U(-s, s)``."""
-    qvel_clip: float | None
-    """Observed qvel is clipped to ``[-qvel_clip, qvel_clip]`` (None: unclipped)."""
-    healthy_z_range: tuple[float, float] | None
-    """Open interval for the torso height qpos[1] (None: no health check, never terminates)."""
-    healthy_angle_range: tuple[float, float] | None
-    """Open interval for the torso angle qpos[2]."""
-    healthy_state_range: tuple[float, float] | None
-    """Open interval for every element of ``concat(qpos, qvel)[2:]`` (Hopper only)."""
-
-
-_WALKER = dict(forward_reward_weight=1.0, ctrl_cost_weight=1e-3, healthy_reward=1.0, reset_noise_scale=5e-3)
-TASKS: dict[str, MjxTask] = {
-    "halfcheetah": MjxTask(
-        "halfcheetah",
-        "half_cheetah.xml",
-        frame_skip=5,
-        forward_reward_weight=1.0,
-        ctrl_cost_weight=0.1,
-        healthy_reward=0.0,
-        reset_noise_scale=0.1,
-        qvel_noise_normal=True,
-        qvel_clip=None,
-        healthy_z_range=None,
-        healthy_angle_range=None,
-        healthy_state_range=None,
-    ),
-    "hopper": MjxTask(
-        "hopper",
-        "hopper.xml",
-        frame_skip=4,
-        **_WALKER,
-        qvel_noise_normal=False,
-        qvel_clip=10.0,
-        healthy_z_range=(0.7, math.inf),
-        healthy_angle_range=(-0.2, 0.2),
-        healthy_state_range=(-100.0, 100.0),
-    ),
-    "walker2d": MjxTask(
-        "walker2d",
-        "walker2d_v5.xml",
-        frame_skip=4,
-        **_WALKER,
-        qvel_noise_normal=False,
-        qvel_clip=10.0,
-        healthy_z_range=(0.8, 2.0),
-        healthy_angle_range=(-1.0, 1.0),
-        healthy_state_range=None,
-    ),
-}
-"""The defaults of each ``<Env>-v5.__init__`` (checked against Gymnasium in tests/test_mjx_eval.py)."""
 
 # MuJoCo's RK4 tableau (engine_forward.c; mjx/_src/forward.py _RK4_A, _RK4_B) per stage 0..3: stage k is
 # evaluated at X0 + h * A[k] * F[k-1] and time t0 + C[k] * h; the step adds h * sum_k B[k] * F[k].
 _RK4_A = (0.0, 0.5, 0.5, 1.0)
 _RK4_B = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)
 _RK4_C = (0.0, 0.5, 0.5, 1.0)
-
-
-def get_task(env_name: str) -> MjxTask:
-    """The MjxTask for a short name or Gymnasium id. Raises ValueError listing the supported envs."""
-    return TASKS[get_env_spec(env_name).name]
 
 
 @functools.cache
@@ -164,12 +86,12 @@ def load_model(env_name: str) -> mujoco.MjModel:
         ValueError: unsupported env, or a model this module cannot integrate (joints other than hinge
             and slide, actuator activations, an integrator other than Euler or RK4).
     """
-    task = get_task(env_name)
-    model = mujoco.MjModel.from_xml_path(expand_model_path(task.xml_file))
+    spec = get_env_spec(env_name)
+    model = mujoco.MjModel.from_xml_path(expand_model_path(spec.xml_file))
     joint_types = {mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE}
     integrators = {mujoco.mjtIntegrator.mjINT_EULER, mujoco.mjtIntegrator.mjINT_RK4}
     if model.na or not set(model.jnt_type.tolist()) <= joint_types or model.opt.integrator not in integrators:
-        raise ValueError(f"{task.xml_file}: only hinge/slide joints, no activations, Euler or RK4 are supported")
+        raise ValueError(f"{spec.xml_file}: only hinge/slide joints, no activations, Euler or RK4 are supported")
     return model
 
 
@@ -184,7 +106,7 @@ def _device_model(env_name: str, x64: bool) -> mjx.Model:
 
 def device_model(env_name: str) -> mjx.Model:
     """``mjx.put_model`` of ``load_model(env_name)`` in the current precision (float64 iff x64 is on), cached."""
-    return _device_model(get_task(env_name).name, _x64())
+    return _device_model(get_env_spec(env_name).name, _x64())
 
 
 def reset_states(env_name: str, seed: int, num_episodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,17 +121,17 @@ def reset_states(env_name: str, seed: int, num_episodes: int) -> tuple[np.ndarra
     Raises:
         ValueError: unsupported env, ``num_episodes < 1`` or ``seed < 0``.
     """
-    task = get_task(env_name)
+    spec = get_env_spec(env_name)
     if num_episodes < 1 or seed < 0:
         raise ValueError(f"need num_episodes >= 1 and seed >= 0; got {num_episodes} and {seed}")
-    model = load_model(task.name)
-    s = task.reset_noise_scale
+    model = load_model(spec.name)
+    s = spec.reset_noise_scale
     qpos = np.empty((num_episodes, model.nq))
     qvel = np.empty((num_episodes, model.nv))
     for k in range(num_episodes):
         rng, _ = np_random(seed + k)
         qpos[k] = model.qpos0 + rng.uniform(low=-s, high=s, size=model.nq)
-        qvel[k] = s * rng.standard_normal(model.nv) if task.qvel_noise_normal else rng.uniform(-s, s, model.nv)
+        qvel[k] = s * rng.standard_normal(model.nv) if spec.qvel_noise_normal else rng.uniform(-s, s, model.nv)
     return qpos, qvel
 
 
@@ -254,20 +176,20 @@ def policy_apply(params: ActorParams, obs: jax.Array) -> jax.Array:
     return jnp.tanh(h)
 
 
-def _observe(task: MjxTask, d: mjx.Data) -> jax.Array:
-    qvel = d.qvel if task.qvel_clip is None else jnp.clip(d.qvel, -task.qvel_clip, task.qvel_clip)
+def _observe(spec: EnvSpec, d: mjx.Data) -> jax.Array:
+    qvel = d.qvel if spec.qvel_clip is None else jnp.clip(d.qvel, -spec.qvel_clip, spec.qvel_clip)
     return jnp.concatenate([d.qpos[1:], qvel])
 
 
-def _is_healthy(task: MjxTask, d: mjx.Data) -> jax.Array:
-    if task.healthy_z_range is None:
+def _is_healthy(spec: EnvSpec, d: mjx.Data) -> jax.Array:
+    if spec.healthy_z_range is None:
         return jnp.array(True)
     z, angle = d.qpos[1], d.qpos[2]
-    healthy = (task.healthy_z_range[0] < z) & (z < task.healthy_z_range[1])
-    healthy &= (task.healthy_angle_range[0] < angle) & (angle < task.healthy_angle_range[1])
-    if task.healthy_state_range is not None:
+    healthy = (spec.healthy_z_range[0] < z) & (z < spec.healthy_z_range[1])
+    healthy &= (spec.healthy_angle_range[0] < angle) & (angle < spec.healthy_angle_range[1])
+    if spec.healthy_state_range is not None:
         state = jnp.concatenate([d.qpos, d.qvel])[2:]
-        lo, hi = task.healthy_state_range
+        lo, hi = spec.healthy_state_range
         healthy &= jnp.all((lo < state) & (state < hi))
     return healthy
 
@@ -307,22 +229,22 @@ def _rk4_steps(m: mjx.Model, d: mjx.Data, num_steps: int) -> mjx.Data:
 
 
 def env_step(
-    task: MjxTask, m: mjx.Model, d: mjx.Data, action: jax.Array
+    spec: EnvSpec, m: mjx.Model, d: mjx.Data, action: jax.Array
 ) -> tuple[mjx.Data, jax.Array, jax.Array, jax.Array]:
     """One environment step of one episode (vmap it for a batch): ``action: [A]`` ->
     ``(data, obs [D], reward [], terminated [] bool)``, as ``<Env>-v5.step`` computes them."""
     x_before = d.qpos[0]
     d = d.replace(ctrl=action.astype(d.qpos.dtype))
     if m.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4:
-        d = _rk4_steps(m, d, task.frame_skip)
+        d = _rk4_steps(m, d, spec.frame_skip)
     else:
-        d = jax.lax.fori_loop(0, task.frame_skip, lambda _, d: mjx.step(m, d), d)
-    x_velocity = (d.qpos[0] - x_before) / (m.opt.timestep * task.frame_skip)
-    healthy = _is_healthy(task, d)
-    ctrl_cost = task.ctrl_cost_weight * jnp.sum(jnp.square(d.ctrl))
-    reward = (task.forward_reward_weight * x_velocity + task.healthy_reward * healthy) - ctrl_cost
-    terminated = ~healthy if task.healthy_z_range is not None else jnp.array(False)
-    return d, _observe(task, d), reward, terminated
+        d = jax.lax.fori_loop(0, spec.frame_skip, lambda _, d: mjx.step(m, d), d)
+    x_velocity = (d.qpos[0] - x_before) / (m.opt.timestep * spec.frame_skip)
+    healthy = _is_healthy(spec, d)
+    ctrl_cost = spec.ctrl_cost_weight * jnp.sum(jnp.square(d.ctrl))
+    reward = (spec.forward_reward_weight * x_velocity + spec.healthy_reward * healthy) - ctrl_cost
+    terminated = ~healthy if spec.healthy_z_range is not None else jnp.array(False)
+    return d, _observe(spec, d), reward, terminated
 
 
 class EpisodeBatch(NamedTuple):
@@ -342,16 +264,16 @@ class EpisodeBatch(NamedTuple):
     """``[B]`` int32: counted steps."""
 
 
-def _init_batch(task: MjxTask, m: mjx.Model, qpos: jax.Array, qvel: jax.Array, act_dim: int) -> EpisodeBatch:
+def _init_batch(spec: EnvSpec, m: mjx.Model, qpos: jax.Array, qvel: jax.Array) -> EpisodeBatch:
     # No forward pass here: Gymnasium's set_state -> mj_forward only fills derived quantities, which the
     # first step's forward recomputes; qacc_warmstart is 0 in both (mj_resetData, make_data).
     data = jax.vmap(lambda qp, qv: mjx.make_data(m).replace(qpos=qp, qvel=qv))(qpos, qvel)
     b = qpos.shape[0]
-    obs = jax.vmap(functools.partial(_observe, task))(data)
+    obs = jax.vmap(functools.partial(_observe, spec))(data)
     return EpisodeBatch(
         data,
         obs,
-        jnp.zeros((b, act_dim), jnp.float32),
+        jnp.zeros((b, spec.act_dim), jnp.float32),
         jnp.zeros(b, bool),
         jnp.zeros(b, qpos.dtype),
         jnp.zeros(b, jnp.int32),
@@ -359,10 +281,10 @@ def _init_batch(task: MjxTask, m: mjx.Model, qpos: jax.Array, qvel: jax.Array, a
 
 
 def _run_batch(
-    task: MjxTask, m: mjx.Model, params: ActorParams, batch: EpisodeBatch, num_steps: jax.Array
+    spec: EnvSpec, m: mjx.Model, params: ActorParams, batch: EpisodeBatch, num_steps: jax.Array
 ) -> EpisodeBatch:
     """Up to ``num_steps`` steps of every episode, stopping early once all have terminated."""
-    step = jax.vmap(functools.partial(env_step, task), in_axes=(None, 0, 0))
+    step = jax.vmap(functools.partial(env_step, spec), in_axes=(None, 0, 0))
 
     def body(carry):
         i, b = carry
@@ -379,7 +301,7 @@ def _run_batch(
 class MjxRunner:
     """Compiled programs for one task, batch size, policy shape and precision (see ``get_runner``)."""
 
-    task: MjxTask
+    spec: EnvSpec
     model: mjx.Model
     num_envs: int
     compile_s: float
@@ -409,25 +331,25 @@ def get_runner(env_name: str, num_envs: int, params: ActorParams) -> tuple[MjxRu
     Raises:
         ValueError: unsupported env, ``num_envs < 1``, or ``params`` whose first layer does not take D.
     """
-    task, spec = get_task(env_name), get_env_spec(env_name)
+    spec = get_env_spec(env_name)
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1; got {num_envs}")
     if params[0][0].shape[0] != spec.obs_dim or params[-1][0].shape[1] != spec.act_dim:
         raise ValueError(f"policy must map D={spec.obs_dim} to A={spec.act_dim} for {spec.gym_id}")
-    key = (task.name, _x64(), num_envs, tuple((w.shape, b.shape) for w, b in params))
+    key = (spec.name, _x64(), num_envs, tuple((w.shape, b.shape) for w, b in params))
     if key in _RUNNERS:
         return _RUNNERS[key], False
     t0 = time.perf_counter()
-    m = device_model(task.name)
-    model = load_model(task.name)
+    m = device_model(spec.name)
+    model = load_model(spec.name)
     dtype = m.opt.timestep.dtype
     qpos = jax.ShapeDtypeStruct((num_envs, model.nq), dtype)
     qvel = jax.ShapeDtypeStruct((num_envs, model.nv), dtype)
-    init_fn = jax.jit(functools.partial(_init_batch, task, act_dim=spec.act_dim))
+    init_fn = jax.jit(functools.partial(_init_batch, spec))
     init = init_fn.lower(m, qpos, qvel).compile()
     batch = jax.eval_shape(init_fn, m, qpos, qvel)
-    run = jax.jit(functools.partial(_run_batch, task)).lower(m, params, batch, np.int32(1)).compile()
-    _RUNNERS[key] = MjxRunner(task, m, num_envs, time.perf_counter() - t0, init, run)
+    run = jax.jit(functools.partial(_run_batch, spec)).lower(m, params, batch, np.int32(1)).compile()
+    _RUNNERS[key] = MjxRunner(spec, m, num_envs, time.perf_counter() - t0, init, run)
     return _RUNNERS[key], True
 
 

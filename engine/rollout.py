@@ -11,9 +11,9 @@ from typing import NamedTuple
 
 import torch
 
-from engine.buffer import Batch
+from engine.batch import Batch
 from kernels import EnsembleParams, rollout_step
-from kernels.rollout_step import UNCERTAINTIES
+from kernels.params import UNCERTAINTIES
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.buffer import Batch
+from engine.batch import Batch
 from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, clear_grads, make_adam
 
 

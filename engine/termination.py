@@ -4,7 +4,8 @@ observation) rather than Python callbacks, so that a fused rollout kernel can ap
 A transition is terminal iff its next observation leaves the open box ``obs_low < obs < obs_high``
 in any dimension, or holds a non-finite element. The boxes reproduce the ``is_healthy`` property
 of Gymnasium's v5 MuJoCo environments with their default arguments
-(gymnasium/envs/mujoco/{hopper,walker2d,half_cheetah}_v5.py, Gymnasium 1.4), the rule MOPO's
+(gymnasium/envs/mujoco/{hopper,walker2d,half_cheetah}_v5.py, Gymnasium 1.4; the ranges are the
+``healthy_*_range`` fields of each ``engine.envs.EnvSpec``), the rule MOPO's
 static termination functions encode for the D4RL tasks (tianheyu927/mopo, static_fns/*.py; also
 mbrl-lib's termination_fns.py). One departure: MOPO's hopper writes ``np.abs(next_obs[:, 1:] < 100)``
 (abs of a bool), so it checks only the upper state bound; here both sides are checked, as Gymnasium does.
@@ -77,8 +78,8 @@ class TerminationParams:
 
 
 def termination_params(env_name: str) -> TerminationParams:
-    """Healthy bounds of a supported env (short name or Gymnasium id), from Gymnasium v5's
-    default ``healthy_*_range`` arguments; see the module docstring for the index mapping.
+    """Healthy bounds of a supported env (short name or Gymnasium id), from its EnvSpec's
+    ``healthy_*_range`` (Gymnasium v5's defaults); see the module docstring for the index mapping.
 
     Raises:
         ValueError: unsupported env (lists the supported ones, from ``engine.envs.get_env_spec``).
@@ -86,13 +87,16 @@ def termination_params(env_name: str) -> TerminationParams:
     spec = get_env_spec(env_name)
     low = torch.full((spec.obs_dim,), -math.inf)
     high = torch.full((spec.obs_dim,), math.inf)
-    if spec.name == "hopper":
-        low[1:], high[1:] = -100.0, 100.0  # healthy_state_range on state_vector()[2:] = obs[1:]
-        low[0] = 0.7  # healthy_z_range (0.7, inf) on qpos[1] = obs[0]
-        low[1], high[1] = -0.2, 0.2  # healthy_angle_range on qpos[2] = obs[1], inside (-100, 100)
-    elif spec.name == "walker2d":
-        low[0], high[0] = 0.8, 2.0  # healthy_z_range on qpos[1] = obs[0]
-        low[1], high[1] = -1.0, 1.0  # healthy_angle_range on qpos[2] = obs[1]
+    # The observation is concat(qpos[1:], clipped qvel): state_vector()[2:] = obs[1:], z = qpos[1] = obs[0],
+    # angle = qpos[2] = obs[1]; where two ranges cover one dimension the box is their intersection.
+    for index, bounds in (
+        (slice(1, None), spec.healthy_state_range),
+        (0, spec.healthy_z_range),
+        (1, spec.healthy_angle_range),
+    ):
+        if bounds is not None:
+            low[index] = low[index].clamp(min=bounds[0])
+            high[index] = high[index].clamp(max=bounds[1])
     return TerminationParams(low, high)
 
 

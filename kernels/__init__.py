@@ -4,13 +4,7 @@
 users build from their own stacked ensemble weights.
 """
 
-from kernels.rollout_step import (
-    BACKENDS,
-    EnsembleParams,
-    StepOutput,
-    ensemble_forward,
-    rollout_step,
-    rollout_step_reference,
-)
+from kernels.params import EnsembleParams, StepOutput, ensemble_forward
+from kernels.rollout_step import BACKENDS, rollout_step, rollout_step_reference
 
 __all__ = ["BACKENDS", "EnsembleParams", "StepOutput", "ensemble_forward", "rollout_step", "rollout_step_reference"]

@@ -51,7 +51,7 @@ import torch
 from torch.nn import functional as F
 
 from kernels import native
-from kernels.rollout_step import UNCERTAINTIES, EnsembleParams, StepOutput, Uncertainty
+from kernels.params import UNCERTAINTIES, EnsembleParams, StepOutput, Uncertainty
 
 CHUNK_ROWS = 1024
 """Rows per chunk and per thread. Measured (whole step, fraction of the 2048^3 matmul peak, CPU

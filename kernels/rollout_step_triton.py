@@ -35,7 +35,7 @@ import weakref
 
 import torch
 
-from kernels.rollout_step import UNCERTAINTIES, EnsembleParams, StepOutput, Uncertainty
+from kernels.params import UNCERTAINTIES, EnsembleParams, StepOutput, Uncertainty
 
 triton = tl = _sum_combine = None
 """Imported on first use by ``_import_triton`` (importing triton takes ~0.75 s, which CPU-only users

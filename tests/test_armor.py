@@ -12,10 +12,10 @@ import torch
 from algos import armor, bc
 from bench.plain_armor import PlainARMORAgent
 from engine import data as datasets
-from engine.behavior import save_policy
-from engine.buffer import Batch
+from engine.batch import Batch
 from engine.dynamics import DynamicsConfig, EnsembleDynamics
 from engine.nets import TanhGaussianActor
+from engine.policy_io import save_policy
 from tests.conftest import TINY_RUN, tiny_rollout
 
 

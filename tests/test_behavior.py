@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import behavior
+from engine import behavior, policy_io
 
 TINY = dict(env="hopper", seed=3, start_steps=100, batch_size=32, eval_interval=200, eval_episodes=1)
 """Hopper: random and barely trained policies fall within tens of steps, so a run of a few hundred
@@ -58,21 +58,21 @@ def test_resume_refuses_a_budget_below_the_checkpoint(runs):
 
 
 def test_export_re_measures_candidates_and_ships_one(runs, tmp_path, monkeypatch):
-    monkeypatch.setattr(behavior, "POLICY_DIR", tmp_path / "policies")
+    monkeypatch.setattr(policy_io, "POLICY_DIR", tmp_path / "policies")
     straight, _ = runs
     rows = _evals(straight)
     target = float(rows[1]["return_stoch"])
     dest = behavior.export(
         behavior.ExportConfig(run=str(straight), target_return=target, name="t", verify_episodes=2, candidates=2)
     )
-    actor, info = behavior.load_policy(dest)
+    actor, info = policy_io.load_policy(dest)
     meta = info["meta"]
     by_train_eval = sorted(rows, key=lambda r: abs(float(r["return_stoch"]) - target))
     assert set(meta["candidate_returns"]) == {r["step"] for r in by_train_eval[:2]}
     best = min(meta["candidate_returns"], key=lambda s: abs(meta["candidate_returns"][s] - target))
     assert str(meta["train_step"]) == best
     assert meta["return_mean"] == pytest.approx(meta["candidate_returns"][best])
-    snap, _ = behavior.load_policy(straight / "snapshots" / f"step_{int(best):08d}.pt")
+    snap, _ = policy_io.load_policy(straight / "snapshots" / f"step_{int(best):08d}.pt")
     for k, v in snap.state_dict().items():
         assert torch.equal(v, actor.state_dict()[k])
     # The shipped return is the 2-episode re-measurement at seed 123, not the training evaluation.
@@ -80,11 +80,11 @@ def test_export_re_measures_candidates_and_ships_one(runs, tmp_path, monkeypatch
     assert meta["return_mean"] == pytest.approx(float(rets.mean()))
 
     dest = behavior.export(behavior.ExportConfig(run=str(straight), name="t600", verify_episodes=1, step=600))
-    assert behavior.load_policy(dest)[1]["meta"]["train_step"] == 600
+    assert policy_io.load_policy(dest)[1]["meta"]["train_step"] == 600
 
 
 def test_export_bad_input(runs, tmp_path, monkeypatch):
-    monkeypatch.setattr(behavior, "POLICY_DIR", tmp_path / "policies")
+    monkeypatch.setattr(policy_io, "POLICY_DIR", tmp_path / "policies")
     straight, _ = runs
     with pytest.raises(ValueError, match=r"no snapshot at step 450; nearest evaluated steps: \[200, 400, 600\]"):
         behavior.export(behavior.ExportConfig(run=str(straight), step=450))

@@ -10,7 +10,7 @@ import torch
 
 from algos import combo
 from engine import data as datasets
-from engine.buffer import Batch, cat_batches
+from engine.batch import Batch, cat_batches
 from engine.cli import parse_cli
 from engine.sac import SAC, SACConfig
 from tests.conftest import TINY_RUN, tiny_rollout

@@ -16,8 +16,10 @@ import pytest
 import torch
 from minari.data_collector import EpisodeBuffer
 
-from engine import behavior, data
+from engine import data, policy_io
+from engine.batch import Batch
 from engine.buffer import ReplayBuffer
+from engine.data import generate
 from engine.envs import ENVS, get_env_spec, make_env
 from engine.nets import TanhGaussianActor
 
@@ -26,8 +28,8 @@ from engine.nets import TanhGaussianActor
 def sandbox(tmp_path, monkeypatch):
     """Isolated Minari root, policy folder and behaviour-run folder."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    monkeypatch.setattr(behavior, "POLICY_DIR", tmp_path / "policies")
-    monkeypatch.setattr(data, "BEHAVIOR_RUN_DIR", tmp_path / "runs")
+    monkeypatch.setattr(policy_io, "POLICY_DIR", tmp_path / "policies")
+    monkeypatch.setattr(generate, "BEHAVIOR_RUN_DIR", tmp_path / "runs")
     return tmp_path
 
 
@@ -36,7 +38,7 @@ def fake_policy(env: str, level: str, seed: int = 0, **meta) -> None:
     spec = get_env_spec(env)
     torch.manual_seed(seed)
     actor = TanhGaussianActor(spec.obs_dim, spec.act_dim, (13,))
-    behavior.save_policy(actor, behavior.POLICY_DIR / f"{env}-{level}.pt", env, **meta)
+    policy_io.save_policy(actor, policy_io.POLICY_DIR / f"{env}-{level}.pt", env, **meta)
 
 
 def raw_episodes(dataset_id: str) -> list:
@@ -147,7 +149,7 @@ def test_random_is_deterministic(sandbox, monkeypatch):
 
 def test_policy_for_another_env_rejected():
     fake_policy("halfcheetah", "medium")
-    (behavior.POLICY_DIR / "halfcheetah-medium.pt").rename(behavior.POLICY_DIR / "walker2d-medium.pt")
+    (policy_io.POLICY_DIR / "halfcheetah-medium.pt").rename(policy_io.POLICY_DIR / "walker2d-medium.pt")
     with pytest.raises(ValueError, match="policy for 'halfcheetah'"):
         data.make_dataset("simloop/walker2d/medium-v0", num_episodes=1, progress=False)
 
@@ -156,7 +158,7 @@ def test_missing_checkpoint_names_file_and_commands():
     with pytest.raises(data.MissingArtifactError) as err:
         data.load("simloop/walker2d/medium-v0")
     msg = str(err.value)
-    assert str(behavior.POLICY_DIR / "walker2d-medium.pt") in msg
+    assert str(policy_io.POLICY_DIR / "walker2d-medium.pt") in msg
     assert "python -m engine.behavior train --env walker2d" in msg
     assert "python -m engine.behavior export" in msg and "--name walker2d-medium" in msg
     assert isinstance(err.value, FileNotFoundError) and isinstance(err.value, ValueError)
@@ -187,7 +189,7 @@ def test_medium_replay_from_training_run():
     for ep in source:
         o = torch.from_numpy(ep.observations.astype(np.float32))
         buf.add(
-            behavior.Batch(
+            Batch(
                 o[:-1],
                 torch.from_numpy(ep.actions),
                 torch.from_numpy(ep.rewards.astype(np.float32)),
@@ -196,7 +198,7 @@ def test_medium_replay_from_training_run():
             )
         )
     cut = len(buf) - 3
-    run = data.BEHAVIOR_RUN_DIR / "hopper"
+    run = generate.BEHAVIOR_RUN_DIR / "hopper"
     run.mkdir(parents=True)
     torch.save({"buffer": buf.state_dict(), "step": len(buf)}, run / "checkpoint.pt")
     fake_policy("hopper", "medium", train_step=cut)
@@ -332,4 +334,4 @@ def test_bad_arguments():
 
 def test_import_is_cheap():
     code = "import sys, engine.data; assert 'minari' not in sys.modules and 'gymnasium' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=data.REPO_ROOT)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=generate.REPO_ROOT)

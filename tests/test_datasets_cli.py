@@ -1,6 +1,8 @@
-"""``python -m engine.datasets list``: every registered id appears; a present one shows its size and score."""
+"""``python -m engine.data list`` (alias ``python -m engine.datasets``): every registered id appears; a present one
+shows its size and score."""
 
-from engine import data, datasets
+from engine import data
+from engine.data import __main__ as datasets
 
 
 def test_list_rows_report_present_and_missing(tiny_dataset):
@@ -23,7 +25,7 @@ def test_rows_report_returns_and_markdown_table(tiny_dataset, capsys, monkeypatc
     assert row["behavior_score"] == loaded.behavior_normalized_score
     assert rows["simloop/hopper/random-v0"]["missing"] == []  # random actions: needs no checkpoint
 
-    monkeypatch.setattr("sys.argv", ["python -m engine.datasets", "list", "--markdown"])
+    monkeypatch.setattr("sys.argv", ["python -m engine.data", "list", "--markdown"])
     datasets.main()
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (

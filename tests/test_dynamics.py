@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from engine.buffer import Batch
+from engine.batch import Batch
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, fit_or_load
 from tests.conftest import TINY_DYN
 

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from kernels import EnsembleParams, rollout_step
-from kernels.rollout_step import BACKENDS, rollout_step_reference, soft_clamp_logvar
+from kernels.params import soft_clamp_logvar
+from kernels.rollout_step import BACKENDS, rollout_step_reference
 from kernels.rollout_step_cpu import rollout_step_cpu
 
 TOL = 2e-5

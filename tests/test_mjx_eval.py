@@ -19,8 +19,9 @@ import torch
 jax = pytest.importorskip("jax")
 mjx_eval = pytest.importorskip("engine.mjx_eval")
 
-from engine.envs import get_env_spec  # noqa: E402
-from engine.evaluate import EvalResult, evaluate  # noqa: E402
+from engine.envs import ENVS, get_env_spec  # noqa: E402
+from engine.eval_result import EvalResult  # noqa: E402
+from engine.evaluate import evaluate  # noqa: E402
 from engine.nets import TanhGaussianActor  # noqa: E402
 
 NUM_ENVS = 3
@@ -91,7 +92,7 @@ def _lockstep(env_name: str, actor: TanhGaussianActor, seed: int, num_steps: int
 
 
 def test_task_constants_match_gymnasium():
-    for name, task in mjx_eval.TASKS.items():
+    for name, task in ENVS.items():
         spec = get_env_spec(name)
         env = gym.make(spec.gym_id)
         u = env.unwrapped

@@ -4,7 +4,8 @@ computation, and the model buffer."""
 import pytest
 import torch
 
-from engine.buffer import Batch, ReplayBuffer
+from engine.batch import Batch
+from engine.buffer import ReplayBuffer
 from engine.rollout import RolloutConfig, RolloutEngine, rollout_metrics
 from kernels import EnsembleParams, rollout_step
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from engine.buffer import Batch
+from engine.batch import Batch
 from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, make_adam
 from engine.sac import SAC, SACConfig, temperature_loss
 
