@@ -3,11 +3,12 @@ ship in ``engine/policies/`` to generate the datasets, D4RL style (Fu et al. 202
 "medium" = a SAC policy stopped early at about a third of expert return; "random" = uniform
 random actions). The checkpoint file format is ``engine.policy_io``'s.
 
-Train (resumable: rerun the same command after a kill and it continues from its last checkpoint,
-exactly as if it had not stopped; rerun it with a larger ``--total-steps`` to train longer)::
+Train (resumable by the rule of every run, ``engine.checkpoint.resume``: ``--resume DIR`` continues a killed
+run from its last checkpoint exactly as if it had not stopped; add a larger ``--total-steps`` to train longer)::
 
     python -m engine.behavior train --env halfcheetah --out artifacts/behavior/halfcheetah \
         --stop-return 6000
+    python -m engine.behavior train --resume artifacts/behavior/halfcheetah --total-steps 1500000
 
 Export the snapshot whose stochastic-policy return is closest to a target (``--candidates K``
 re-measures the K closest over ``--verify-episodes`` each and ships the closest of those;
@@ -24,7 +25,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,15 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from engine import policy_io
+from engine import checkpoint, policy_io
 from engine.batch import Batch
 from engine.buffer import ReplayBuffer
+from engine.cli import parse_cli
+from engine.config import to_dict
 from engine.envs import get_env_spec, make_env
 from engine.sac import SAC, SACConfig
+
+ALGO = "behavior"
 
 
 def run_episodes(env_name: str, policy, num_episodes: int, seed: int, deterministic: bool) -> np.ndarray:
@@ -95,9 +100,9 @@ def _time_limit(env):
 
 
 def _env_state(env, obs: np.ndarray) -> dict:
-    """The mid-episode state of a Gymnasium MuJoCo env: MuJoCo's full integration state
-    (``mj_getState`` with ``mjSTATE_INTEGRATION``: time, qpos, qvel, actuator state, solver
-    warm-start, ...), the time-limit counter and the current observation."""
+    """The mid-episode state of a Gymnasium MuJoCo env, as tensors (plain checkpoint data): MuJoCo's full
+    integration state (``mj_getState`` with ``mjSTATE_INTEGRATION``: time, qpos, qvel, actuator state, solver
+    warm-start, ...) ``[S]`` float64, the time-limit counter and the current observation ``[D]``."""
     import mujoco
 
     base = env.unwrapped
@@ -106,7 +111,7 @@ def _env_state(env, obs: np.ndarray) -> dict:
     mujoco.mj_getState(base.model, base.data, state, spec)
     limit = _time_limit(env)
     elapsed = None if limit is None else limit._elapsed_steps
-    return {"mujoco": state, "elapsed_steps": elapsed, "obs": np.asarray(obs).copy()}
+    return {"mujoco": torch.from_numpy(state), "elapsed_steps": elapsed, "obs": torch.as_tensor(np.asarray(obs).copy())}
 
 
 def _set_env_state(env, state: dict) -> np.ndarray:
@@ -115,26 +120,43 @@ def _set_env_state(env, state: dict) -> np.ndarray:
     import mujoco
 
     base = env.unwrapped
-    mujoco.mj_setState(base.model, base.data, state["mujoco"], mujoco.mjtState.mjSTATE_INTEGRATION)
+    mujoco.mj_setState(base.model, base.data, state["mujoco"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
     limit = _time_limit(env)
     if limit is not None:
         limit._elapsed_steps = state["elapsed_steps"]
-    return state["obs"].copy()
+    return state["obs"].numpy().copy()
 
 
-def train(cfg: TrainConfig) -> Path:
+RUN_CONTROL_FIELDS = ("total_steps", "stop_return", "eval_episodes", "num_threads", "out")
+"""Fields a resumed behaviour run may change: how long it trains and how many episodes its evaluations take
+(they use their own seeds and leave training untouched); ``out`` is the resumed directory."""
+
+
+def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
     """Online SAC; every ``eval_interval`` steps evaluates, saves an actor snapshot and a resumable
-    checkpoint (agent, replay buffer, random-number states, counters and the env's mid-episode
-    state). Rerunning with the same ``out`` continues from that checkpoint, and a run killed and
-    resumed this way is identical to one that was never stopped: same transitions, same
-    evaluations, same weights. ``total_steps`` may be raised on resume to train longer; the replay
-    buffer's capacity is ``total_steps`` of the command that is running (nothing is overwritten).
-    Returns the run directory.
+    checkpoint (plain data: agent, replay buffer, random-number states, counters and the env's mid-episode
+    state). ``resume`` (a run directory) continues from that checkpoint by the rule of every run
+    (``engine.checkpoint.resume``), and a run killed and resumed this way is identical to one that was never
+    stopped: same transitions, same evaluations, same weights. ``total_steps`` may be raised on resume to
+    train longer; the replay buffer's capacity is ``total_steps`` of the command that is running (nothing is
+    overwritten). Returns the run directory.
+
+    Raises:
+        FileExistsError: a fresh run whose ``out`` already holds a run (continue it with ``resume``).
+        FileNotFoundError / ValueError: a bad ``resume`` (``engine.checkpoint.resume``).
 
     Source: SAC (Haarnoja et al. 2018); D4RL's behaviour policies were SAC runs (Fu et al. 2020)."""
+    ckpt = None
+    if resume is not None:
+        cfg, ckpt = checkpoint.resume(resume, ALGO, TrainConfig, cfg, RUN_CONTROL_FIELDS, budget="total_steps")
+        cfg = replace(cfg, out=str(resume))
+    elif cfg is None:
+        raise ValueError("a fresh run needs a config (cfg=None is only for resume)")
+    out = Path(cfg.out)
+    if ckpt is None and ((out / "checkpoint.pt").exists() or (out / "evals.csv").exists()):
+        raise FileExistsError(f"{out} already holds a run: continue it with --resume {out}, or pass another --out")
     torch.set_num_threads(cfg.num_threads)
     spec = get_env_spec(cfg.env)
-    out = Path(cfg.out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     agent = SAC(spec.obs_dim, spec.act_dim, SACConfig())
@@ -143,23 +165,15 @@ def train(cfg: TrainConfig) -> Path:
     rng = np.random.default_rng(cfg.seed)
     step, episode, env_state = 0, 0, None
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        if ckpt["step"] > cfg.total_steps:
-            raise ValueError(
-                f"{ckpt_path} is at step {ckpt['step']}, past --total-steps {cfg.total_steps}; "
-                f"pass --total-steps of at least {ckpt['step']} to continue this run"
-            )
+    if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
         buffer.load_state_dict(ckpt["buffer"])
         gen.set_state(ckpt["gen"])
-        rng = ckpt["rng"]
-        step, episode = ckpt["step"], ckpt["episode"]
-        # Checkpoints written before the env state was saved restart the interrupted episode.
-        env_state = ckpt.get("env_state")
+        rng.bit_generator.state = ckpt["rng"]
+        step, episode, env_state = ckpt["step"], ckpt["episode"], ckpt["env_state"]
         print(f"resumed {out} at step {step}")
     else:
-        (out / "config.json").write_text(json.dumps({**asdict(cfg), "command": shlex.join(sys.argv)}, indent=2))
+        (out / "config.json").write_text(json.dumps({**to_dict(cfg), "command": shlex.join(sys.argv)}, indent=2))
     env = make_env(cfg.env)
     obs, _ = env.reset(seed=cfg.seed + 1_000_003 * (episode + 1))
     if env_state is not None:
@@ -207,20 +221,18 @@ def train(cfg: TrainConfig) -> Path:
                     w.writeheader()
                 w.writerow(row)
             policy_io.save_policy(agent.actor, out / "snapshots" / f"step_{step:08d}.pt", cfg.env, **row)
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save(
-                {
-                    "agent": agent.state_dict(),
-                    "buffer": buffer.state_dict(),
-                    "gen": gen.get_state(),
-                    "rng": rng,
-                    "step": step,
-                    "episode": episode,
-                    "env_state": _env_state(env, obs),
-                },
-                tmp,
-            )
-            tmp.replace(ckpt_path)
+            state = {
+                "algo": ALGO,
+                "config": to_dict(cfg),
+                "agent": agent.state_dict(),
+                "buffer": buffer.state_dict(),
+                "gen": gen.get_state(),
+                "rng": rng.bit_generator.state,
+                "step": step,
+                "episode": episode,
+                "env_state": _env_state(env, obs),
+            }
+            checkpoint.save(state, ckpt_path)
             if cfg.stop_return is not None and row["return_stoch"] >= cfg.stop_return:
                 break
     bar.close()
@@ -303,6 +315,20 @@ def export(cfg: ExportConfig) -> Path:
     return dest
 
 
+def main(argv: list[str] | None = None) -> Path:
+    """``train [--resume DIR] [flags]`` or ``export [flags]``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["train"]:
+        prog = "python -m engine.behavior train"
+        try:
+            cfg, resume = parse_cli(args[1:], TrainConfig, {}, {}, prog, TrainConfig.__doc__, algo=ALGO)
+            return train(cfg, resume)
+        except (ValueError, FileNotFoundError, FileExistsError) as e:
+            if argv is not None:
+                raise
+            sys.exit(f"{prog}: error: {e}")
+    return export(tyro.extras.subcommand_cli_from_dict({"export": ExportConfig}, args=args))
+
+
 if __name__ == "__main__":
-    cfg = tyro.extras.subcommand_cli_from_dict({"train": TrainConfig, "export": ExportConfig})
-    train(cfg) if isinstance(cfg, TrainConfig) else export(cfg)
+    main()

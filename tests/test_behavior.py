@@ -30,9 +30,11 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     straight = behavior.train(behavior.TrainConfig(out=str(root / "straight"), total_steps=600, **TINY))
     cfg = behavior.TrainConfig(out=str(root / "resumed"), total_steps=400, **TINY)
     resumed = behavior.train(cfg)
-    mid = torch.load(resumed / "checkpoint.pt", weights_only=False)
+    mid = torch.load(resumed / "checkpoint.pt", weights_only=True)  # plain data
     assert mid["step"] == 400 and mid["env_state"]["elapsed_steps"] > 0  # stopped mid-episode
-    behavior.train(replace(cfg, total_steps=600))
+    with pytest.raises(FileExistsError, match="already holds a run: continue it with --resume"):
+        behavior.train(replace(cfg, total_steps=600))
+    behavior.main(["train", "--resume", str(resumed), "--total-steps", "600"])  # the command line's way
     return straight, resumed
 
 
@@ -40,8 +42,8 @@ def test_resumed_run_is_identical_to_an_unstopped_one(runs):
     straight, resumed = runs
     assert [int(r["step"]) for r in _evals(straight)] == [200, 400, 600]
     assert _evals(resumed) == _evals(straight)
-    a = torch.load(straight / "checkpoint.pt", weights_only=False)
-    b = torch.load(resumed / "checkpoint.pt", weights_only=False)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(resumed / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 600 and a["episode"] == b["episode"] > 5
     for fa, fb in zip(a["buffer"]["data"], b["buffer"]["data"]):
         assert torch.equal(fa, fb)  # the same transitions: the interrupted episode went on, not restarted
@@ -54,7 +56,11 @@ def test_resumed_run_is_identical_to_an_unstopped_one(runs):
 def test_resume_refuses_a_budget_below_the_checkpoint(runs):
     _, resumed = runs
     with pytest.raises(ValueError, match=r"at step 600, past --total-steps 300.*at least 600"):
-        behavior.train(behavior.TrainConfig(out=str(resumed), total_steps=300, **TINY))
+        behavior.train(behavior.TrainConfig(out=str(resumed), total_steps=300, **TINY), resume=str(resumed))
+    with pytest.raises(ValueError, match="fields differ from it: batch_size"):
+        behavior.train(
+            behavior.TrainConfig(out=str(resumed), total_steps=700, **{**TINY, "batch_size": 64}), str(resumed)
+        )
 
 
 def test_export_re_measures_candidates_and_ships_one(runs, tmp_path, monkeypatch):

@@ -323,8 +323,7 @@ def _replay_episodes(recipe: DatasetRecipe, req: _Request) -> tuple[list[Episode
             f"which is missing. Make it with {_behavior_commands(recipe.env, name, recipe.target_return)} "
             f"(keep {run})"
         )
-    # weights_only=False: the run checkpoint also holds a numpy Generator; it is our own artifact.
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["buffer"]
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["buffer"]  # plain data (engine.checkpoint)
     if not 1 <= step <= state["size"]:
         raise ValueError(f"{ckpt_path} holds {state['size']} transitions; cannot cut it at train_step {step}")
     obs, act, rew, next_obs, terminal = (f[:step].numpy() for f in state["data"])
