@@ -129,6 +129,14 @@ class Config(ModelBasedConfig):
             raise ValueError(f"ARMOR uses one model: dynamics.num_members must be 1, got {self.dynamics.num_members}")
 
 
+PRESETS: dict[str, Config] = {
+    key: Config(dataset=key, dynamics=replace(RECORDED_DYNAMICS, num_members=1, num_elites=1)) for key in DATASETS
+}
+"""Per-dataset configs (``--dataset ID``); ARMOR's hyperparameters are the same on every dataset."""
+BUDGETS = {"fast": fast_budget(num_updates=3_000, reference_updates=3_000, critic_pretrain_updates=1_000)}
+"""``--fast``: the whole job in minutes (BC reference, model, critic pretraining, 3,000 ARMOR updates)."""
+
+
 def relative_pessimism(f_pi: torch.Tensor, f_ref: torch.Tensor) -> torch.Tensor:
     """L(f, pi, pi_ref) per critic: ``f_pi, f_ref: [E, B]`` -> ``[E]`` = mean_B(f_pi - f_ref)."""
     return (f_pi - f_ref).mean(-1)
@@ -215,7 +223,7 @@ class ARMORAgent(Agent):
         next_obs = obs + y[:, :d]
         with torch.no_grad():
             healthy = (next_obs > self.obs_low).all(-1) & (next_obs < self.obs_high).all(-1)
-        return next_obs, y[:, d], (~healthy).float(), mean, logvar
+        return next_obs, y[:, d], (~healthy).to(next_obs.dtype), mean, logvar
 
     def pretrain_critics(self, generator, progress: bool = False) -> dict:
         """Fit the critics to the reference policy's value on the real data, ``cfg.critic_pretrain_updates``
@@ -397,14 +405,6 @@ def train(cfg: Config | None, resume: str | None = None) -> dict:
     the run's checkpoint, never written back to the cache.
     """
     return train_model_based(ALGO, Config, cfg, make_agent, resume)
-
-
-PRESETS: dict[str, Config] = {
-    key: Config(dataset=key, dynamics=replace(RECORDED_DYNAMICS, num_members=1, num_elites=1)) for key in DATASETS
-}
-"""Per-dataset configs (``--dataset ID``); ARMOR's hyperparameters are the same on every dataset."""
-BUDGETS = {"fast": fast_budget(num_updates=3_000, reference_updates=3_000, critic_pretrain_updates=1_000)}
-"""``--fast``: the whole job in minutes (BC reference, model, critic pretraining, 3,000 ARMOR updates)."""
 
 
 def main(argv: list[str] | None = None) -> dict:

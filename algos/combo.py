@@ -7,6 +7,9 @@ current policy (rho) and up on the dataset's (D) (Algorithm 1, Eq. 2-3):
 
     L_Q = beta * (E_{s~rho, a~mu(.|s)}[Q(s, a)] - E_{s,a~D}[Q(s, a)]) + 1/2 E_{d_f}[(Q - B^pi Q_hat)^2]
 
+(the code's Bellman term is SAC's un-halved mean squared error, summed over the two critics, as in
+OfflineRL-Kit's COMBO; beta is relative to that).
+
 The first expectation is implemented in CQL(H)'s log-sum-exp form (Kumar et al. 2020, Eq. 4 and
 App. F), which the COMBO paper's practical algorithm and its reference implementations use:
 E_{s~rho}[log sum_a exp Q(s, a)], with the sum over actions estimated by importance sampling from
@@ -74,6 +77,26 @@ class Config(ModelBasedConfig):
             raise ValueError(f"real_ratio must be < 1 so that model data reaches the critic; got {self.real_ratio}")
 
 
+# (horizon, beta) per dataset: OfflineRL-Kit's suggested COMBO settings for D4RL-v2
+# (run_example/run_combo.py); random and expert have none there and take medium's / medium-expert's.
+_COMBO_HPARAMS = {
+    "halfcheetah": {"medium": (5, 0.5), "medium-replay": (5, 0.5), "medium-expert": (5, 5.0)},
+    "hopper": {"medium": (5, 5.0), "medium-replay": (5, 0.5), "medium-expert": (5, 5.0)},
+    "walker2d": {"medium": (1, 5.0), "medium-replay": (1, 0.5), "medium-expert": (1, 5.0)},
+}
+_FALLBACK = {"random": "medium", "expert": "medium-expert"}
+PRESETS: dict[str, Config] = {}
+for _env, _hp in _COMBO_HPARAMS.items():
+    for _level in ("random", "medium", "medium-replay", "medium-expert", "expert"):
+        _h, _beta = _hp[_FALLBACK.get(_level, _level)]
+        _id = f"simloop/{_env}/{_level}-v0"
+        PRESETS[_id] = Config(
+            dataset=_id, rollout=RolloutConfig(horizon=_h), conservative_coef=_beta, dynamics=RECORDED_DYNAMICS
+        )
+BUDGETS = {"fast": fast_budget(num_updates=3_000)}
+"""``--fast``: the whole job in minutes (COMBO's update costs about 3x SAC's)."""
+
+
 def conservative_penalty(
     q_rand: torch.Tensor,
     q_pi: torch.Tensor,
@@ -136,26 +159,6 @@ def combo_update(agent: SAC, real: Batch, model: Batch, generator, cfg: Config) 
     metrics.update(agent.update_actor_and_alpha(batch.obs, generator))
     agent.update_target()
     return metrics
-
-
-# (horizon, beta) per dataset: OfflineRL-Kit's suggested COMBO settings for D4RL-v2
-# (run_example/run_combo.py); random and expert have none there and take medium's / medium-expert's.
-_COMBO_HPARAMS = {
-    "halfcheetah": {"medium": (5, 0.5), "medium-replay": (5, 0.5), "medium-expert": (5, 5.0)},
-    "hopper": {"medium": (5, 5.0), "medium-replay": (5, 0.5), "medium-expert": (5, 5.0)},
-    "walker2d": {"medium": (1, 5.0), "medium-replay": (1, 0.5), "medium-expert": (1, 5.0)},
-}
-_FALLBACK = {"random": "medium", "expert": "medium-expert"}
-PRESETS: dict[str, Config] = {}
-for _env, _hp in _COMBO_HPARAMS.items():
-    for _level in ("random", "medium", "medium-replay", "medium-expert", "expert"):
-        _h, _beta = _hp[_FALLBACK.get(_level, _level)]
-        _id = f"simloop/{_env}/{_level}-v0"
-        PRESETS[_id] = Config(
-            dataset=_id, rollout=RolloutConfig(horizon=_h), conservative_coef=_beta, dynamics=RECORDED_DYNAMICS
-        )
-BUDGETS = {"fast": fast_budget(num_updates=3_000)}
-"""``--fast``: the whole job in minutes (COMBO's update costs about 3x SAC's)."""
 
 
 class COMBOAgent(SACAgent):
