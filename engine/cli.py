@@ -16,9 +16,8 @@ def print_summary(summary: dict, run_dir: str | Path | None = None) -> None:
         (
             f"{summary['algo'].upper()} normalised score",
             f"{summary['normalized_score']:.1f} ± {summary['normalized_score_std']:.1f} "
-            f"({summary['eval_episodes']} episodes)",
+            f"({summary['eval_episodes']} episodes, after {summary['num_updates']:,} updates)",
         ),
-        ("gradient steps", f"{summary['num_updates']:,}"),
         ("wall time", f"{summary['wall_s']:.0f} s"),
     ]
     if run_dir is not None:
