@@ -33,8 +33,9 @@ FIGURES_DIR = REPO_ROOT / "bench" / "figures"
 README = REPO_ROOT / "README.md"
 BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 RECORD_FILES = ("config.json", "metrics.csv", "summary.json", "episodes.csv")
-"""The files of a run directory that make its record (peers' runs may add ``peer.json``)."""
-OPTIONAL_FILES = ("peer.json",)
+"""The files of a run directory that make its record."""
+OPTIONAL_FILES = ("peer_run.json", "diagnosis_step*.json")
+"""Copied too where present: a peer run's settings and timings (``bench/peers``), ``experiments.diagnose`` output."""
 ALGO_NAMES = {"mopo": "MOPO", "combo": "COMBO", "armor": "ARMOR", "bc": "BC"}
 DATASET_ORDER = ("halfcheetah", "hopper", "walker2d")
 
@@ -61,9 +62,9 @@ def add(run_dir: str | Path, tag: str | None = None, note: str = "", root: Path 
     if dest.exists():
         raise FileExistsError(f"{dest} already holds a record; keep both with --tag")
     dest.mkdir(parents=True)
-    for name in RECORD_FILES + OPTIONAL_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, dest / name)
+    for pattern in RECORD_FILES + OPTIONAL_FILES:
+        for path in sorted(run_dir.glob(pattern)):
+            shutil.copy2(path, dest / path.name)
     meta = {"tag": tag, "note": note, "added": time.strftime("%Y-%m-%d", time.gmtime()), "source": str(run_dir)}
     (dest / "record.json").write_text(json.dumps(meta, indent=2) + "\n")
     return dest
