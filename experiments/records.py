@@ -116,6 +116,31 @@ def _hours(wall_s) -> str:
     return "—" if wall_s is None else f"{wall_s / 3600:.1f} h" if wall_s >= 3600 else f"{wall_s / 60:.0f} min"
 
 
+def _record_row(rec: dict) -> str:
+    curve = eval_curve(rec["dir"] / "metrics.csv")
+    best_step, best = max(curve, key=lambda e: e[1]) if curve else (None, None)
+    tag = rec["record"].get("tag")
+    seed = f"{rec['seed']}" + (f" ({tag})" if tag else "")
+    link = (rec["dir"].relative_to(REPO_ROOT) if rec["dir"].is_relative_to(REPO_ROOT) else rec["dir"]).as_posix()
+    return (
+        f"| `{rec['dataset']}` | [{_algo_label(rec)}]({link}) | {seed} "
+        f"| **{rec['normalized_score']:.1f}** ± {rec['normalized_score_std']:.1f} "
+        f"| {'—' if best is None else f'{best:.1f} ({best_step:,})'} "
+        f"| {rec['behavior_normalized_score']:.1f} | {rec['num_updates']:,} | {_hours(rec.get('wall_s'))} "
+        f"| {_machine(rec)} | {(rec.get('machine') or {}).get('date', '—')} | {rec['record'].get('note', '')} |"
+    )
+
+
+def _lost_row(rec: dict) -> str:
+    """A row of ``unrecorded.json``: a run whose directory is gone, with the figures reported at the time."""
+    return (
+        f"| `{rec['dataset']}` | {_algo_label(rec)} | {rec['seed']} "
+        f"| {rec['normalized_score']:.1f} ± {rec['normalized_score_std']:.1f} | — "
+        f"| {rec['behavior_normalized_score']:.1f} | {rec['num_updates']:,} | {_hours(rec.get('wall_s'))} "
+        f"| {rec.get('machine', '—')} | {rec['date']} | no record: {rec['note']} |"
+    )
+
+
 def table_markdown(root: Path = RESULTS_DIR) -> str:
     """The results table (GitHub Markdown), from the records under ``root`` and ``root/unrecorded.json``."""
     rows = [
@@ -123,27 +148,12 @@ def table_markdown(root: Path = RESULTS_DIR) -> str:
         "| behaviour policy | updates | wall time | machine | date | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
-    for rec in sorted(load_records(root), key=_sort_key):
-        curve = eval_curve(rec["dir"] / "metrics.csv")
-        best_step, best = max(curve, key=lambda e: e[1]) if curve else (None, None)
-        tag = rec["record"].get("tag")
-        seed = f"{rec['seed']}" + (f" ({tag})" if tag else "")
-        link = (rec["dir"].relative_to(REPO_ROOT) if rec["dir"].is_relative_to(REPO_ROOT) else rec["dir"]).as_posix()
-        rows.append(
-            f"| `{rec['dataset']}` | [{_algo_label(rec)}]({link}) | {seed} "
-            f"| **{rec['normalized_score']:.1f}** ± {rec['normalized_score_std']:.1f} "
-            f"| {'—' if best is None else f'{best:.1f} ({best_step:,})'} "
-            f"| {rec['behavior_normalized_score']:.1f} | {rec['num_updates']:,} | {_hours(rec.get('wall_s'))} "
-            f"| {_machine(rec)} | {(rec.get('machine') or {}).get('date', '—')} | {rec['record'].get('note', '')} |"
-        )
     unrecorded = root / "unrecorded.json"
-    for rec in json.loads(unrecorded.read_text()) if unrecorded.is_file() else []:
-        rows.append(
-            f"| `{rec['dataset']}` | {_algo_label(rec)} | {rec['seed']} "
-            f"| {rec['normalized_score']:.1f} ± {rec['normalized_score_std']:.1f} | — "
-            f"| {rec['behavior_normalized_score']:.1f} | {rec['num_updates']:,} | {_hours(rec.get('wall_s'))} "
-            f"| {rec.get('machine', '—')} | {rec['date']} | no record: {rec['note']} |"
-        )
+    lost = (
+        [{**r, "record": {}, "lost": True} for r in json.loads(unrecorded.read_text())] if unrecorded.is_file() else []
+    )
+    for rec in sorted(load_records(root) + lost, key=_sort_key):
+        rows.append(_lost_row(rec) if rec.get("lost") else _record_row(rec))
     return "\n".join(rows)
 
 
