@@ -53,6 +53,36 @@ def test_resumed_run_is_identical_to_an_unstopped_one(runs):
         assert torch.equal(v, b["agent"][k]), k
 
 
+def test_a_killed_run_resumes_to_the_same_end(runs, tmp_path, monkeypatch):
+    """Killed between checkpoints (step 500 of 600, its last checkpoint at 400), then ``--resume``: the same
+    evaluations, transitions and weights as the run that was never stopped."""
+    straight, _ = runs
+    killed = tmp_path / "killed"
+    update = behavior.SAC.update
+    calls = []
+
+    def dying(self, batch, generator=None):  # one update per environment step after start_steps
+        calls.append(1)
+        if len(calls) > 500 - TINY["start_steps"]:
+            raise KeyboardInterrupt
+        return update(self, batch, generator)
+
+    monkeypatch.setattr(behavior.SAC, "update", dying)
+    with pytest.raises(KeyboardInterrupt):
+        behavior.train(behavior.TrainConfig(out=str(killed), total_steps=600, **TINY))
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 400
+    monkeypatch.setattr(behavior.SAC, "update", update)
+    behavior.main(["train", "--resume", str(killed)])
+    assert _evals(killed) == _evals(straight)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)
+    for fa, fb in zip(a["buffer"]["data"], b["buffer"]["data"]):
+        assert torch.equal(fa, fb)
+    for k in ("actor", "critic"):
+        for name, v in a["agent"][k].items():
+            assert torch.equal(v, b["agent"][k][name]), (k, name)
+
+
 def test_resume_refuses_a_budget_below_the_checkpoint(runs):
     _, resumed = runs
     with pytest.raises(ValueError, match=r"at step 600, past --total-steps 300.*at least 600"):

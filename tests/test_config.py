@@ -40,11 +40,12 @@ def test_cli_and_sweep_resolve_the_same_config_for_every_dataset(algo, tmp_path)
             )
             (trial,) = grid.expand_grid(sweep_cfg)
             from_sweep = grid.build_config(trial, sweep_cfg)
-            args = ["--dataset", dataset, "--seed", "3", "--out", str(trial.out), "--no-progress"]
+            # The sweep gives each trial its CPU slots as threads (cpus_per_trial); the CLI the same flag.
+            args = ["--dataset", dataset, "--seed", "3", "--out", str(trial.out), "--no-progress", "--num-threads", "1"]
             from_cli = _cli(algo, args + (["--fast"] if preset == "fast" else []))
             assert from_cli == from_sweep, (algo, dataset, preset)
             expected = mod.PRESETS[dataset] if preset == "dataset" else mod.BUDGETS["fast"](mod.PRESETS[dataset])
-            assert from_cli == dataclasses.replace(expected, seed=3, out=str(trial.out), progress=False)
+            assert from_cli == dataclasses.replace(expected, seed=3, out=str(trial.out), progress=False, num_threads=1)
             assert from_cli == resolve_config(algo, dataset, None if preset == "dataset" else "fast", args[2:])
 
 

@@ -106,7 +106,8 @@ def test_run_trial_resumes_from_a_checkpoint_and_restarts_without_one(tiny_datas
     (trial.out / "metrics.csv").write_text("step,train/stale\n999,1.0\n")  # a killed attempt's partial curve
     result = ray_run.run_trial("mopo", algo_cfg)
     assert result["status"] == "done" and not result["resumed"]
-    assert "999" not in (trial.out / "metrics.csv").read_text()  # the fresh start dropped the stale rows
+    metrics = (trial.out / "metrics.csv").read_text()
+    assert "train/stale" not in metrics and not metrics.splitlines()[1].startswith("999,")  # the fresh start dropped the stale rows
     # A driver crash after the checkpoint at step 20: no summary, and the run was meant to go to 30.
     (trial.out / "summary.json").unlink()
     assert torch.load(trial.out / "checkpoint.pt", weights_only=True)["step"] == 20
@@ -185,11 +186,12 @@ def test_grid_names_applicability_presets_and_config_errors(tmp_path):
     assert m.rollout.penalty_coef == 1.0 and m.seed == 1 and m.num_threads == 1
     assert m.dynamics.seed is None  # the model follows the trial's seed (engine.trainer.with_dynamics_seed)
     hopper = mopo.PRESETS["simloop/hopper/medium-v0"]
-    assert m == mopo.BUDGETS["fast"](
+    fast = mopo.BUDGETS["fast"](
         dataclasses.replace(
             hopper, seed=1, out=m.out, progress=False, rollout=dataclasses.replace(hopper.rollout, penalty_coef=1.0)
         )
     )  # fast budget on the dataset's preset, as `python -m algos.mopo --fast --dataset ...` resolves it
+    assert m == dataclasses.replace(fast, num_threads=1)  # the trial's CPU slots (cpus_per_trial) as threads
     shared = grid.build_config(
         by_name[("mopo", 1, "rollout.penalty_coef=1.0")], dataclasses.replace(cfg, dynamics_per_seed=False)
     )
