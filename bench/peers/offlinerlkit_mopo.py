@@ -24,10 +24,15 @@ Departures, each because the trainer assumes a D4RL gym env: no environment eval
 trainer's per-epoch ``_evaluate`` saves a snapshot every ``--snapshot-interval`` updates instead and logs NaN
 as its score; ``bench.peers.score`` evaluates the snapshots afterwards); ``termination_fn`` is looked up with
 simloop's env name (``get_termination_fn("halfcheetah")``, the same functions as for the D4RL task names).
-The trainer cannot resume: a killed run keeps its snapshots, ``peer_run.json`` says how far it got, and
-``offlinerlkit/checkpoint/policy.pth`` holds its last epoch's networks (no optimiser or buffer state).
-``--load-dynamics-path`` (the run script's ``--load-dynamics-path``) reuses a fitted ensemble, e.g.
-``<earlier run>/offlinerlkit/model``.
+Resuming (ours; the trainer has none): at every snapshot the script also writes ``resume.pt``, the whole
+training state -- the policy's networks and target critics, the three optimisers and alpha's, ``log_alpha``, the
+cosine schedule, the model-rollout buffer, the python/numpy/torch random states and the epochs done -- and
+``--resume RUN_DIR`` rebuilds the run from ``peer_run.json``'s arguments, loads the fitted ensemble from
+``offlinerlkit/model`` (OfflineRL-Kit saves it when its fit ends) and calls the trainer again for the remaining
+epochs (its log goes to ``offlinerlkit-resumed-<step>/``). Each epoch starts with a rollout phase (rollout_freq =
+step_per_epoch), so the resumed trainer takes the same steps as an unbroken one. A run killed during the
+ensemble fit has nothing to resume and starts again. ``--load-dynamics-path`` (the run script's
+``--load-dynamics-path``) reuses a fitted ensemble, e.g. ``<earlier run>/offlinerlkit/model``.
 
     cd /work/main && OMP_NUM_THREADS=1 PYTHONPATH=/work/peers/OfflineRL-Kit /work/peers/offlinerlkit-venv/bin/python \\
         bench/peers/offlinerlkit_mopo.py --data /work/peers/data/halfcheetah-medium.npz --seed 0 \\
@@ -42,6 +47,7 @@ from __future__ import annotations
 import copy
 import random
 import re
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -50,7 +56,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import tyro
-from peer_common import PeerRecord, check_snapshot, load_dataset, new_run_dir, set_threads, snapshot_path
+from peer_common import (
+    PeerRecord,
+    check_snapshot,
+    load_dataset,
+    new_run_dir,
+    read_record,
+    set_threads,
+    snapshot_path,
+)
 
 ALGO = "offlinerlkit-mopo"
 CODE = {
@@ -98,10 +112,12 @@ SUGGESTED = {
 class Args:
     """OfflineRL-Kit MOPO on a dataset exported by bench.peers.export_data."""
 
-    data: Path
-    """The .npz from `python -m bench.peers.export_data`."""
-    out: Path
-    """Run directory (must not hold a peer run yet)."""
+    data: Path | None = None
+    """The .npz from `python -m bench.peers.export_data` (required unless --resume)."""
+    out: Path | None = None
+    """Run directory (must not hold a peer run yet; required unless --resume)."""
+    resume: Path | None = None
+    """A run directory with ``resume.pt``: continue that run with its own arguments (the others are ignored)."""
     seed: int = 0
     """Seeds python, numpy and torch, as run_mopo.py does."""
     num_updates: int = 200_000
@@ -136,8 +152,80 @@ def _holdout_loss(console_log: Path) -> float | None:
     return float(found[-1]) if found else None
 
 
+RESUME_FILE = "resume.pt"
+
+
+def _resume_args(run_dir: Path) -> tuple[Args, dict]:
+    """The arguments and the ``peer_run.json`` of a run to resume. Raises FileNotFoundError when the run has no
+    ``resume.pt`` or no fitted ensemble, ValueError when it has finished."""
+    record = read_record(run_dir)
+    if record["finished"]:
+        raise ValueError(f"{run_dir} finished at {record['updates_done']} updates; nothing to resume")
+    if not (run_dir / RESUME_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir / RESUME_FILE} not found: {run_dir} stopped before its first snapshot")
+    saved = dict(record["extra"]["args"], resume=None)
+    for key in ("data", "out", "load_dynamics_path"):
+        saved[key] = None if saved[key] is None else Path(saved[key])
+    return Args(**saved), record
+
+
+def _fitted_dynamics(args: Args) -> Path:
+    """Where a run's ensemble is: ``--load-dynamics-path``, else the run's own fit (saved when the fit ends)."""
+    return args.load_dynamics_path if args.load_dynamics_path is not None else args.out / "offlinerlkit" / "model"
+
+
+def _training_state(policy, lr_scheduler, fake_buffer, epochs_done: int) -> dict:
+    """Everything the trainer's next epochs depend on, as tensors and plain values (see the module docstring)."""
+    buffer = {k: torch.from_numpy(getattr(fake_buffer, k).copy()) for k in BUFFER_FIELDS}
+    np_state = np.random.get_state()
+    return {
+        "epochs_done": epochs_done,
+        "policy": policy.state_dict(),
+        "log_alpha": policy._log_alpha.detach().clone(),
+        "alpha": policy._alpha.detach().clone(),
+        "optimizers": {k: getattr(policy, k).state_dict() for k in OPTIMIZERS},
+        "lr_scheduler": lr_scheduler.state_dict(),
+        "fake_buffer": {"ptr": fake_buffer._ptr, "size": fake_buffer._size, **buffer},
+        "rng": {
+            "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "torch": torch.get_rng_state(),
+        },
+    }
+
+
+def _load_training_state(state: dict, policy, lr_scheduler, fake_buffer) -> int:
+    """Put ``_training_state``'s output back; returns the epochs done."""
+    policy.load_state_dict(state["policy"])
+    with torch.no_grad():
+        policy._log_alpha.copy_(state["log_alpha"])  # in place: alpha_optim holds this tensor
+    policy._alpha = state["alpha"].clone()
+    for k in OPTIMIZERS:
+        getattr(policy, k).load_state_dict(state["optimizers"][k])
+    lr_scheduler.load_state_dict(state["lr_scheduler"])
+    fb = state["fake_buffer"]
+    for k in BUFFER_FIELDS:
+        getattr(fake_buffer, k)[...] = fb[k].numpy()
+    fake_buffer._ptr, fake_buffer._size = int(fb["ptr"]), int(fb["size"])
+    rng = state["rng"]
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in rng["python"]))
+    kind, key, *rest = rng["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(rng["torch"])
+    return int(state["epochs_done"])
+
+
+BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "terminals")
+OPTIMIZERS = ("actor_optim", "critic1_optim", "critic2_optim", "alpha_optim")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv)
+    resumed = None
+    if args.resume is not None:
+        args, resumed = _resume_args(args.resume)
+    elif args.data is None or args.out is None:
+        raise ValueError("--data and --out are required (or --resume RUN_DIR)")
     t0 = time.perf_counter()
     set_threads(args.num_threads)
     if args.num_updates % args.step_per_epoch or args.snapshot_interval % args.step_per_epoch:
@@ -155,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(
             f"run_mopo.py suggests no setting for {data.env}-{data.level}; pass --rollout-length and --penalty-coef"
         )
-    run_dir = new_run_dir(args.out)
+    run_dir = new_run_dir(args.out) if resumed is None else Path(args.out)
 
     from offlinerlkit.buffer import ReplayBuffer
     from offlinerlkit.dynamics import EnsembleDynamics
@@ -220,8 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
     dynamics = EnsembleDynamics(
         dynamics_model, dynamics_optim, StandardScaler(), get_termination_fn(task=data.env), penalty_coef=lam
     )
-    if args.load_dynamics_path is not None:
-        dynamics.load(str(args.load_dynamics_path))
+    if resumed is not None or args.load_dynamics_path is not None:
+        dynamics.load(str(_fitted_dynamics(args)))
 
     rollout_s = [0.0]
 
@@ -250,7 +338,14 @@ def main(argv: list[str] | None = None) -> dict:
         c["rollout_batch_size"] * h * c["model_retain_epochs"], obs_shape, np.float32, action_dim, np.float32, "cpu"
     )
 
-    log_dir = run_dir / "offlinerlkit"
+    state = None
+    if resumed is not None:
+        state = torch.load(run_dir / RESUME_FILE, weights_only=True)
+        log_dir = run_dir / f"offlinerlkit-resumed-{state['epochs_done'] * args.step_per_epoch}"
+        if log_dir.exists():
+            shutil.rmtree(log_dir)  # an earlier resume from the same snapshot that was killed again
+    else:
+        log_dir = run_dir / "offlinerlkit"
     log_dir.mkdir()
     logger = Logger(
         str(log_dir),
@@ -269,22 +364,26 @@ def main(argv: list[str] | None = None) -> dict:
         transitions_after_qlearning_dataset=len(dataset["observations"]),
     )
     logger.log_hyperparameters(dict(settings, seed=args.seed, data=str(args.data)))
-    record = PeerRecord(
-        algo=ALGO,
-        dataset=data.dataset_id,
-        env=data.env,
-        seed=args.seed,
-        num_updates=args.num_updates,
-        behavior_normalized_score=data.behavior_normalized_score,
-        code=CODE,
-        settings=settings,
-        data_file=str(Path(args.data).resolve()),
-        torch_threads=args.num_threads,
-        extra={"args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()}},
-    )
+    if resumed is not None:
+        record = PeerRecord(**resumed)
+        t0 = time.perf_counter() - record.wall_s  # wall_s and the phase times carry on from the killed process
+    else:
+        record = PeerRecord(
+            algo=ALGO,
+            dataset=data.dataset_id,
+            env=data.env,
+            seed=args.seed,
+            num_updates=args.num_updates,
+            behavior_normalized_score=data.behavior_normalized_score,
+            code=CODE,
+            settings=settings,
+            data_file=str(Path(args.data).resolve()),
+            torch_threads=args.num_threads,
+            extra={"args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()}},
+        )
     record.write(run_dir)
 
-    if args.load_dynamics_path is None:
+    if args.load_dynamics_path is None and resumed is None:
         t = time.perf_counter()
         dynamics.train(
             real_buffer.sample_all(),
@@ -306,16 +405,24 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"dynamics: {record.extra['dynamics']}", flush=True)
 
     obs_check = data.obs[np.random.default_rng(0).choice(len(data.obs), 7, replace=False)]
-    t_updates = time.perf_counter()
+    epochs_done = 0
+    if state is not None:
+        epochs_done = _load_training_state(state, policy, lr_scheduler, fake_buffer)
+        rollout_s[0] = record.phases_s.get("rollouts", 0.0)
+        record.snapshots = [x for x in record.snapshots if x["step"] <= epochs_done * args.step_per_epoch]
+        record.extra.setdefault("resumed", []).append(
+            {"step": epochs_done * args.step_per_epoch, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        )
+        print(f"resumed {run_dir} at update {epochs_done * args.step_per_epoch}", flush=True)
+    t_updates = time.perf_counter() - record.phases_s.get("updates", 0.0) * (state is not None)
 
     class SnapshotTrainer(MBPolicyTrainer):
-        """The trainer, with its per-epoch environment evaluation replaced by snapshots."""
-
-        epochs_done = 0
+        """The trainer, with its per-epoch environment evaluation replaced by snapshots and resume states."""
 
         def _evaluate(self):
-            self.epochs_done += 1
-            step = self.epochs_done * args.step_per_epoch
+            nonlocal epochs_done
+            epochs_done += 1
+            step = epochs_done * args.step_per_epoch
             if step % args.snapshot_interval == 0 or step == args.num_updates:
                 greedy = copy.deepcopy(self.policy.actor).eval()
                 module = torch.jit.trace(_Greedy(greedy), torch.as_tensor(obs_check[:1]), check_trace=False)
@@ -324,6 +431,10 @@ def main(argv: list[str] | None = None) -> dict:
                 check_snapshot(path, lambda x: self.policy.select_action(x, deterministic=True), obs_check)
                 record.phases_s["rollouts"] = rollout_s[0]
                 record.add_snapshot(run_dir, step, path, t0, t_updates)
+                if step < args.num_updates:  # after the record: a resume drops the record's later snapshots
+                    tmp = run_dir / (RESUME_FILE + ".tmp")
+                    torch.save(_training_state(self.policy, self.lr_scheduler, self.fake_buffer, epochs_done), tmp)
+                    tmp.replace(run_dir / RESUME_FILE)
             return {"eval/episode_reward": [float("nan")], "eval/episode_length": [float("nan")]}
 
     trainer = SnapshotTrainer(
@@ -333,7 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
         fake_buffer=fake_buffer,
         logger=logger,
         rollout_setting=(c["rollout_freq"], c["rollout_batch_size"], h),
-        epoch=epochs,
+        epoch=epochs - epochs_done,
         step_per_epoch=args.step_per_epoch,
         batch_size=c["batch_size"],
         real_ratio=c["real_ratio"],
@@ -341,6 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
         lr_scheduler=lr_scheduler,
     )
     trainer.train()
+    (run_dir / RESUME_FILE).unlink(missing_ok=True)  # finished: the snapshots and the ensemble are what is kept
     record.finished = True
     record.wall_s = time.perf_counter() - t0
     record.write(run_dir)
