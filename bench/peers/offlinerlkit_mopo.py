@@ -59,11 +59,13 @@ import tyro
 from peer_common import (
     PeerRecord,
     check_snapshot,
+    list_snapshots,
     load_dataset,
     new_run_dir,
     read_record,
     set_threads,
     snapshot_path,
+    write_json,
 )
 
 ALGO = "offlinerlkit-mopo"
@@ -118,6 +120,9 @@ class Args:
     """Run directory (must not hold a peer run yet; required unless --resume)."""
     resume: Path | None = None
     """A run directory with ``resume.pt``: continue that run with its own arguments (the others are ignored)."""
+    slim_to: Path | None = None
+    """With --resume: copy the run to this directory without the model-rollout buffer (a few MB, to carry it
+    to another machine; resuming the copy refills the buffer) and exit."""
     seed: int = 0
     """Seeds python, numpy and torch, as run_mopo.py does."""
     num_updates: int = 200_000
@@ -203,10 +208,11 @@ def _load_training_state(state: dict, policy, lr_scheduler, fake_buffer) -> int:
     for k in OPTIMIZERS:
         getattr(policy, k).load_state_dict(state["optimizers"][k])
     lr_scheduler.load_state_dict(state["lr_scheduler"])
-    fb = state["fake_buffer"]
-    for k in BUFFER_FIELDS:
-        getattr(fake_buffer, k)[...] = fb[k].numpy()
-    fake_buffer._ptr, fake_buffer._size = int(fb["ptr"]), int(fb["size"])
+    fb = state.get("fake_buffer")
+    if fb is not None:
+        for k in BUFFER_FIELDS:
+            getattr(fake_buffer, k)[...] = fb[k].numpy()
+        fake_buffer._ptr, fake_buffer._size = int(fb["ptr"]), int(fb["size"])
     rng = state["rng"]
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in rng["python"]))
     kind, key, *rest = rng["numpy"]
@@ -219,9 +225,36 @@ BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "ter
 OPTIMIZERS = ("actor_optim", "critic1_optim", "critic2_optim", "alpha_optim")
 
 
+def slim_copy(run_dir: Path, dest: Path) -> Path:
+    """Copy a resumable run to ``dest`` without the model-rollout buffer: ``peer_run.json``, the snapshots,
+    ``resume.pt`` less its ``fake_buffer``, and the fitted ensemble (into ``dest/offlinerlkit/model``, where
+    ``--resume`` looks). Resuming the copy first refills the buffer with ``model_retain_epochs`` rollout phases
+    of the current policy (the buffer an unbroken run would hold came from the last five policies), so the
+    continued run is close to, not identical with, an unbroken one. Raises FileExistsError if ``dest`` holds a
+    run."""
+    args, record = _resume_args(run_dir)
+    dest = new_run_dir(dest)
+    state = torch.load(run_dir / RESUME_FILE, weights_only=True)
+    state.pop("fake_buffer")
+    state["refill_buffer"] = True
+    torch.save(state, dest / RESUME_FILE)
+    for _, path in list_snapshots(run_dir):
+        shutil.copy2(path, dest / path.relative_to(run_dir))
+    (dest / "offlinerlkit" / "model").mkdir(parents=True)
+    for name in ("dynamics.pth", "mu.npy", "std.npy"):  # what EnsembleDynamics.load reads
+        shutil.copy2(_fitted_dynamics(args) / name, dest / "offlinerlkit" / "model" / name)
+    saved = dict(record["extra"]["args"], out=str(dest), load_dynamics_path=None)
+    record["extra"] = dict(record["extra"], args=saved, slim_copy_of=str(run_dir))
+    write_json(dest / "peer_run.json", record)
+    return dest
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv)
     resumed = None
+    if args.resume is not None and args.slim_to is not None:
+        print(f"slim copy: {slim_copy(args.resume, args.slim_to)}", flush=True)
+        return {"slim_to": str(args.slim_to)}
     if args.resume is not None:
         args, resumed = _resume_args(args.resume)
     elif args.data is None or args.out is None:
@@ -408,6 +441,11 @@ def main(argv: list[str] | None = None) -> dict:
     epochs_done = 0
     if state is not None:
         epochs_done = _load_training_state(state, policy, lr_scheduler, fake_buffer)
+        if state.get("refill_buffer"):  # a slim copy (see slim_copy)
+            for _ in range(c["model_retain_epochs"]):
+                init_obss = real_buffer.sample(c["rollout_batch_size"])["observations"].cpu().numpy()
+                fake_buffer.add_batch(**policy.rollout(init_obss, h)[0])
+            record.extra.setdefault("buffer_refilled_at", []).append(epochs_done * args.step_per_epoch)
         rollout_s[0] = record.phases_s.get("rollouts", 0.0)
         record.snapshots = [x for x in record.snapshots if x["step"] <= epochs_done * args.step_per_epoch]
         record.extra.setdefault("resumed", []).append(
