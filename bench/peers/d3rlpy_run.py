@@ -24,7 +24,14 @@ The data: ``MDPDataset(obs, act, rew, terminal, timeout)``; d3rlpy rebuilds epis
 for D4RL). No environment evaluation during training. Snapshots: ``policies/step_XXXXXXX.pt`` from
 ``save_policy`` (it traces observation scaler -> greedy action ``tanh(mu)`` -> action scaler (none here)), checked
 against ``algo.predict`` on dataset rows; d3rlpy's own logs and ``model_<step>.d3`` parameters go to
-``d3rlpy_logs/``. Not resumable: ``fitter`` always starts at epoch 1 (its ``.d3`` files and the snapshots remain).
+``d3rlpy_logs/``.
+
+Resuming (ours; d3rlpy's ``fitter`` always starts at epoch 1): at every snapshot but the last the script writes
+``resume_model_<step>.d3`` (d3rlpy's ``save_model``: networks, targets, optimisers and their lr schedules) and
+``resume.pt`` (the update count, python/numpy/torch random states; d3rlpy samples batches with numpy's global
+generator); ``--resume RUN_DIR`` rebuilds the algorithm from ``peer_run.json``'s arguments, fits its scalers on
+the data again (deterministic), loads both, sets ``set_grad_step`` and calls ``fitter`` for the remaining updates
+(its logs go to a new ``d3rlpy_logs`` experiment, ``<algo>_seed<k>_resumed<step>``).
 
     cd /work/main && OMP_NUM_THREADS=1 /work/peers/d3rlpy-venv/bin/python bench/peers/d3rlpy_run.py \\
         --algo iql --data /work/peers/data/halfcheetah-medium.npz --seed 0 --num-updates 200000 \\
@@ -40,8 +47,21 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 import tyro
-from peer_common import PeerRecord, check_snapshot, load_dataset, new_run_dir, set_threads, snapshot_path
+from peer_common import (
+    RESUME_FILE,
+    PeerRecord,
+    check_snapshot,
+    load_dataset,
+    new_run_dir,
+    resume_args,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    set_threads,
+    snapshot_path,
+)
 
 SOURCE = {
     "iql": "d3rlpy reproductions/offline/iql.py at tag v2.8.1 (4e7bba7a4c896e5e9f36774dce386f887841bb90)",
@@ -53,12 +73,14 @@ SOURCE = {
 class Args:
     """d3rlpy IQL / TD3+BC on a dataset exported by bench.peers.export_data."""
 
-    algo: Literal["iql", "td3plusbc"]
+    algo: Literal["iql", "td3plusbc"] = "iql"
     """Which reproduction script's settings."""
-    data: Path
-    """The .npz from `python -m bench.peers.export_data`."""
-    out: Path
-    """Run directory (must not hold a peer run yet)."""
+    data: Path | None = None
+    """The .npz from `python -m bench.peers.export_data` (required unless --resume)."""
+    out: Path | None = None
+    """Run directory (must not hold a peer run yet; required unless --resume)."""
+    resume: Path | None = None
+    """A run directory with ``resume.pt``: continue that run with its own arguments (the others are ignored)."""
     seed: int = 0
     """d3rlpy.seed(seed): python, numpy and torch."""
     num_updates: int = 200_000
@@ -107,8 +129,22 @@ def make_algo(args: Args):
     return config.create(device="cpu:0"), settings
 
 
+def _drop_resume_models(run_dir: Path, keep: str | None) -> None:
+    """Delete ``resume_model_*.d3`` but ``keep`` (the one ``resume.pt`` names)."""
+    for path in run_dir.glob("resume_model_*.d3"):
+        if path.name != keep:
+            path.unlink()
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv)
+    resumed = None
+    if args.resume is not None:
+        resumed = resume_args(args.resume)
+        saved = dict(resumed["extra"]["args"], resume=None)
+        args = Args(**{k: Path(v) if k in ("data", "out") else v for k, v in saved.items()})
+    elif args.data is None or args.out is None:
+        raise ValueError("--data and --out are required (or --resume RUN_DIR)")
     t0 = time.perf_counter()
     if args.num_updates < 1 or args.snapshot_interval < 1:
         raise ValueError("num_updates and snapshot_interval must be >= 1")
@@ -119,9 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
         )
     set_threads(args.num_threads)
     data = load_dataset(args.data)
-    run_dir = new_run_dir(args.out)
+    run_dir = new_run_dir(args.out) if resumed is None else Path(args.out)
 
     import d3rlpy
+    from d3rlpy.algos.utility import build_scalers_with_transition_picker
 
     d3rlpy.seed(args.seed)
     dataset = d3rlpy.dataset.MDPDataset(
@@ -133,38 +170,57 @@ def main(argv: list[str] | None = None) -> dict:
         action_space=d3rlpy.ActionSpace.CONTINUOUS,
     )
     algo, settings = make_algo(args)
-    record = PeerRecord(
-        algo=f"d3rlpy-{args.algo}",
-        dataset=data.dataset_id,
-        env=data.env,
-        seed=args.seed,
-        num_updates=args.num_updates,
-        behavior_normalized_score=data.behavior_normalized_score,
-        code={"library": "d3rlpy", "repository": "https://github.com/takuseno/d3rlpy", "version": d3rlpy.__version__},
-        settings=settings,
-        data_file=str(Path(args.data).resolve()),
-        torch_threads=args.num_threads,
-        extra={
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
-            "transitions_trained_on": dataset.transition_count,
-            "episodes": len(dataset.episodes),
-        },
-    )
+    done = 0
+    if resumed is not None:
+        record = PeerRecord(**resumed)
+        t0 = time.perf_counter() - record.wall_s
+        state = torch.load(run_dir / RESUME_FILE, weights_only=True)
+        done = int(state["step"])
+        build_scalers_with_transition_picker(algo, dataset)  # fitted on the data, as fitter does (deterministic)
+        algo.build_with_dataset(dataset)
+        algo.load_model(str(run_dir / state["model_file"]))
+        algo.set_grad_step(int(state["grad_step"]))
+        set_rng_state(state["rng"])
+        record.snapshots = [x for x in record.snapshots if x["step"] <= done]
+        record.extra.setdefault("resumed", []).append({"step": done, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        print(f"resumed {run_dir} at update {done}", flush=True)
+    else:
+        record = PeerRecord(
+            algo=f"d3rlpy-{args.algo}",
+            dataset=data.dataset_id,
+            env=data.env,
+            seed=args.seed,
+            num_updates=args.num_updates,
+            behavior_normalized_score=data.behavior_normalized_score,
+            code={
+                "library": "d3rlpy",
+                "repository": "https://github.com/takuseno/d3rlpy",
+                "version": d3rlpy.__version__,
+            },
+            settings=settings,
+            data_file=str(Path(args.data).resolve()),
+            torch_threads=args.num_threads,
+            extra={
+                "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+                "transitions_trained_on": dataset.transition_count,
+                "episodes": len(dataset.episodes),
+            },
+        )
     record.write(run_dir)
     obs_check = data.obs[np.random.default_rng(0).choice(len(data.obs), 7, replace=False)]
-    t_updates = time.perf_counter()
+    t_updates = time.perf_counter() - (record.phases_s.get("updates", 0.0) if resumed else 0.0)
     fitter = algo.fitter(
         dataset,
-        n_steps=args.num_updates,
+        n_steps=args.num_updates - done,
         n_steps_per_epoch=args.steps_per_epoch,
-        experiment_name=f"{args.algo}_seed{args.seed}",
+        experiment_name=f"{args.algo}_seed{args.seed}" + (f"_resumed{done}" if done else ""),
         with_timestamp=False,
         logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(run_dir / "d3rlpy_logs")),
         show_progress=args.progress,
         save_interval=args.snapshot_interval // args.steps_per_epoch,
     )
     for epoch, _ in fitter:
-        step = epoch * args.steps_per_epoch
+        step = done + epoch * args.steps_per_epoch
         if step % args.snapshot_interval and step != args.num_updates:
             continue
         path = snapshot_path(run_dir, step)
@@ -174,6 +230,14 @@ def main(argv: list[str] | None = None) -> dict:
         if scaler is not None and "reward_scaler" not in record.extra:
             record.extra["reward_scaler"] = {"return_min": scaler.return_min, "return_max": scaler.return_max}
         record.add_snapshot(run_dir, step, path, t0, t_updates)
+        if step < args.num_updates:  # after the record: a resume drops the record's later snapshots
+            model_file = f"resume_model_{step:07d}.d3"
+            algo.save_model(str(run_dir / model_file))
+            state = {"step": step, "grad_step": algo.grad_step, "model_file": model_file, "rng": rng_state()}
+            save_atomic(state, run_dir / RESUME_FILE)
+            _drop_resume_models(run_dir, keep=model_file)
+    (run_dir / RESUME_FILE).unlink(missing_ok=True)  # finished: the snapshots are what is kept
+    _drop_resume_models(run_dir, keep=None)
     record.finished = True
     record.wall_s = time.perf_counter() - t0
     record.write(run_dir)

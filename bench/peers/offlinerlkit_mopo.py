@@ -57,12 +57,16 @@ import numpy as np
 import torch
 import tyro
 from peer_common import (
+    RESUME_FILE,
     PeerRecord,
     check_snapshot,
     list_snapshots,
     load_dataset,
     new_run_dir,
-    read_record,
+    resume_args,
+    rng_state,
+    save_atomic,
+    set_rng_state,
     set_threads,
     snapshot_path,
     write_json,
@@ -157,17 +161,9 @@ def _holdout_loss(console_log: Path) -> float | None:
     return float(found[-1]) if found else None
 
 
-RESUME_FILE = "resume.pt"
-
-
 def _resume_args(run_dir: Path) -> tuple[Args, dict]:
-    """The arguments and the ``peer_run.json`` of a run to resume. Raises FileNotFoundError when the run has no
-    ``resume.pt`` or no fitted ensemble, ValueError when it has finished."""
-    record = read_record(run_dir)
-    if record["finished"]:
-        raise ValueError(f"{run_dir} finished at {record['updates_done']} updates; nothing to resume")
-    if not (run_dir / RESUME_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir / RESUME_FILE} not found: {run_dir} stopped before its first snapshot")
+    """The arguments and the ``peer_run.json`` of a run to resume (errors: ``peer_common.resume_args``)."""
+    record = resume_args(run_dir)
     saved = dict(record["extra"]["args"], resume=None)
     for key in ("data", "out", "load_dynamics_path"):
         saved[key] = None if saved[key] is None else Path(saved[key])
@@ -182,7 +178,6 @@ def _fitted_dynamics(args: Args) -> Path:
 def _training_state(policy, lr_scheduler, fake_buffer, epochs_done: int) -> dict:
     """Everything the trainer's next epochs depend on, as tensors and plain values (see the module docstring)."""
     buffer = {k: torch.from_numpy(getattr(fake_buffer, k).copy()) for k in BUFFER_FIELDS}
-    np_state = np.random.get_state()
     return {
         "epochs_done": epochs_done,
         "policy": policy.state_dict(),
@@ -191,11 +186,7 @@ def _training_state(policy, lr_scheduler, fake_buffer, epochs_done: int) -> dict
         "optimizers": {k: getattr(policy, k).state_dict() for k in OPTIMIZERS},
         "lr_scheduler": lr_scheduler.state_dict(),
         "fake_buffer": {"ptr": fake_buffer._ptr, "size": fake_buffer._size, **buffer},
-        "rng": {
-            "python": random.getstate(),
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            "torch": torch.get_rng_state(),
-        },
+        "rng": rng_state(),
     }
 
 
@@ -213,11 +204,7 @@ def _load_training_state(state: dict, policy, lr_scheduler, fake_buffer) -> int:
         for k in BUFFER_FIELDS:
             getattr(fake_buffer, k)[...] = fb[k].numpy()
         fake_buffer._ptr, fake_buffer._size = int(fb["ptr"]), int(fb["size"])
-    rng = state["rng"]
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in rng["python"]))
-    kind, key, *rest = rng["numpy"]
-    np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(rng["torch"])
+    set_rng_state(state["rng"])
     return int(state["epochs_done"])
 
 
@@ -470,9 +457,8 @@ def main(argv: list[str] | None = None) -> dict:
                 record.phases_s["rollouts"] = rollout_s[0]
                 record.add_snapshot(run_dir, step, path, t0, t_updates)
                 if step < args.num_updates:  # after the record: a resume drops the record's later snapshots
-                    tmp = run_dir / (RESUME_FILE + ".tmp")
-                    torch.save(_training_state(self.policy, self.lr_scheduler, self.fake_buffer, epochs_done), tmp)
-                    tmp.replace(run_dir / RESUME_FILE)
+                    state = _training_state(self.policy, self.lr_scheduler, self.fake_buffer, epochs_done)
+                    save_atomic(state, run_dir / RESUME_FILE)
             return {"eval/episode_reward": [float("nan")], "eval/episode_length": [float("nan")]}
 
     trainer = SnapshotTrainer(

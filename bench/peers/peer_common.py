@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 import re
 import time
 from collections.abc import Callable
@@ -321,3 +322,48 @@ def set_threads(num_threads: int) -> None:
         torch.set_num_interop_threads(num_threads)
     except RuntimeError:  # already set once in this process
         pass
+
+
+def rng_state() -> dict:
+    """python's, numpy's global and torch's CPU random states, as plain values and tensors (``torch.load`` with
+    ``weights_only=True`` reads them back)."""
+    kind, key, *rest = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(key.astype(np.int64)), *rest],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` returned."""
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    kind, key, *rest = state["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    """``torch.save`` through a temporary file (a kill never leaves a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+RESUME_FILE = "resume.pt"
+"""A peer run's training state at its last snapshot (written by the adapters that can resume)."""
+
+
+def resume_args(run_dir: str | Path) -> dict:
+    """The saved ``--`` arguments (``peer_run.json``'s ``extra.args``) and record of a run to resume.
+
+    Raises FileNotFoundError when the run has no ``resume.pt`` (it stopped before its first snapshot: start it
+    again) or no record, ValueError when it has finished."""
+    run_dir = Path(run_dir)
+    record = read_record(run_dir)
+    if record["finished"]:
+        raise ValueError(f"{run_dir} finished at {record['updates_done']} updates; nothing to resume")
+    if not (run_dir / RESUME_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir / RESUME_FILE} not found: {run_dir} stopped before its first snapshot")
+    return record
