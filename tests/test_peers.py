@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from bench.peers import export_data, score
-from bench.peers.peer_common import PeerRecord, load_dataset, snapshot_path
+from bench.peers.peer_common import (
+    PeerRecord,
+    load_dataset,
+    resume_args,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    snapshot_path,
+)
 from engine import data as datasets
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is the exchange format
@@ -181,3 +189,30 @@ def test_score_refuses_mismatched_or_unfinished_runs(tmp_path):
         p.unlink()
     with pytest.raises(FileNotFoundError, match="no step_"):
         score.score(**{**base, "run_dir": empty})
+
+
+def test_random_states_survive_a_weights_only_round_trip(tmp_path):
+    """What the peer adapters save in ``resume.pt``: after restoring, python, numpy and torch draw the same."""
+    import random
+
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    random.random(), np.random.rand(3), torch.rand(3)  # mid-stream, not at a seed
+    save_atomic({"rng": rng_state()}, tmp_path / "resume.pt")
+    first = (random.random(), np.random.rand(4).tolist(), np.random.randn(2).tolist(), torch.rand(4).tolist())
+    set_rng_state(torch.load(tmp_path / "resume.pt", weights_only=True)["rng"])
+    again = (random.random(), np.random.rand(4).tolist(), np.random.randn(2).tolist(), torch.rand(4).tolist())
+    assert first == again
+    assert not (tmp_path / "resume.pt.tmp").exists()
+
+
+def test_resume_args_refuses_finished_runs_and_runs_without_a_state(tmp_path):
+    _peer_run(tmp_path / "done", finished=True)
+    with pytest.raises(ValueError, match="finished at 20 updates; nothing to resume"):
+        resume_args(tmp_path / "done")
+    _peer_run(tmp_path / "killed", finished=False)
+    with pytest.raises(FileNotFoundError, match="stopped before its first snapshot"):
+        resume_args(tmp_path / "killed")
+    save_atomic({"step": 20}, tmp_path / "killed" / "resume.pt")
+    assert resume_args(tmp_path / "killed")["updates_done"] == 20
+    with pytest.raises(FileNotFoundError, match="not a peer run directory"):
+        resume_args(tmp_path / "nowhere")
