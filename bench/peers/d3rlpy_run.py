@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     resumed = None
     if args.resume is not None:
         resumed = resume_args(args.resume)
-        saved = dict(resumed["extra"]["args"], resume=None)
+        saved = dict(resumed["extra"]["args"], resume=None, out=str(args.resume))  # the run may have been moved
         args = Args(**{k: Path(v) if k in ("data", "out") else v for k, v in saved.items()})
     elif args.data is None or args.out is None:
         raise ValueError("--data and --out are required (or --resume RUN_DIR)")

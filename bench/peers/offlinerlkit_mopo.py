@@ -164,7 +164,7 @@ def _holdout_loss(console_log: Path) -> float | None:
 def _resume_args(run_dir: Path) -> tuple[Args, dict]:
     """The arguments and the ``peer_run.json`` of a run to resume (errors: ``peer_common.resume_args``)."""
     record = resume_args(run_dir)
-    saved = dict(record["extra"]["args"], resume=None)
+    saved = dict(record["extra"]["args"], resume=None, out=str(run_dir))  # the run may have been moved
     for key in ("data", "out", "load_dynamics_path"):
         saved[key] = None if saved[key] is None else Path(saved[key])
     return Args(**saved), record
