@@ -158,6 +158,9 @@ def test_score_writes_metrics_episodes_and_summary(tmp_path):
         2,
     )
     assert on_disk["wall_s"] == 12.5 and on_disk["behavior_normalized_score"] == 36.8
+    config = json.loads((run / "config.json").read_text())  # what ran, for the run's record in bench/results
+    assert config["code"]["version"] == "2.8.1" and config["settings"] == {"source": "test"}
+    assert (config["algo"], config["seed"], config["num_updates"], config["torch_threads"]) == ("d3rlpy-iql", 3, 20, 1)
     assert on_disk["code"]["version"] == "2.8.1" and on_disk["machine"]["torch_threads"] == 1
     final = [float(r["normalized_score"]) for r in episodes if r["step"] == "20"]
     assert on_disk["normalized_score"] == pytest.approx(np.mean(final))

@@ -6,7 +6,8 @@ runs; intermediate snapshots get ``eval_episodes // 2`` episodes (at least 1), t
     python -m bench.peers.score runs/peers/d3rlpy-iql/halfcheetah-medium/seed0 --algo d3rlpy-iql \\
         --dataset simloop/halfcheetah/medium-v0 --seed 0
 
-Writes into the run directory, through ``engine.logger.RunLogger``: ``metrics.csv`` (one row per snapshot: step and
+Writes into the run directory, through ``engine.logger.RunLogger``: ``config.json`` (``peer_config``: what ran),
+``metrics.csv`` (one row per snapshot: step and
 ``EvalResult.metrics()``), ``episodes.csv`` (step, episode, seed, return, length, normalized_score) and
 ``summary.json`` with the keys of simloop's runs (``engine.trainer``'s summary) plus ``code`` (library,
 repository, commit or version) and ``eval_wall_s``. ``wall_s`` is the peer's own training time (data loading,
@@ -30,7 +31,7 @@ from bench.peers.peer_common import list_snapshots, read_record
 ALGOS = ("offlinerlkit-mopo", "d3rlpy-iql", "d3rlpy-td3plusbc")
 EVAL_SEED_OFFSET = 10_000
 """Evaluation episodes use seeds ``seed + 10_000 + k``, as simloop's trainer does."""
-OUTPUTS = ("metrics.csv", "episodes.csv", "summary.json", "tb")
+OUTPUTS = ("config.json", "metrics.csv", "episodes.csv", "summary.json", "tb")
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,18 @@ def score(
             summary["dynamics"] = rec["extra"]["dynamics"]
         if not rec.get("finished"):
             summary["finished"] = False
+        logger.write_json("config.json", peer_config(rec))
         logger.write_json("summary.json", summary)
     finally:
         logger.close()
     return summary
+
+
+def peer_config(rec: dict) -> dict:
+    """A peer run's ``config.json`` for its record: what ran, from ``peer_run.json`` (every hyperparameter with
+    its source file and commit, the code, the adapter's arguments and the thread count)."""
+    keys = ("algo", "dataset", "env", "seed", "num_updates", "code", "settings", "data_file", "torch_threads")
+    return {k: rec[k] for k in keys} | {"adapter_args": rec.get("extra", {}).get("args", {})}
 
 
 def main(argv: list[str] | None = None) -> dict:
