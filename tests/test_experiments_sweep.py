@@ -107,7 +107,8 @@ def test_run_trial_resumes_from_a_checkpoint_and_restarts_without_one(tiny_datas
     result = ray_run.run_trial("mopo", algo_cfg)
     assert result["status"] == "done" and not result["resumed"]
     metrics = (trial.out / "metrics.csv").read_text()
-    assert "train/stale" not in metrics and not metrics.splitlines()[1].startswith("999,")  # the fresh start dropped the stale rows
+    # the fresh start dropped the stale rows
+    assert "train/stale" not in metrics and not metrics.splitlines()[1].startswith("999,")
     # A driver crash after the checkpoint at step 20: no summary, and the run was meant to go to 30.
     (trial.out / "summary.json").unlink()
     assert torch.load(trial.out / "checkpoint.pt", weights_only=True)["step"] == 20
