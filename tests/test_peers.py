@@ -219,3 +219,12 @@ def test_resume_args_refuses_finished_runs_and_runs_without_a_state(tmp_path):
     assert resume_args(tmp_path / "killed")["updates_done"] == 20
     with pytest.raises(FileNotFoundError, match="not a peer run directory"):
         resume_args(tmp_path / "nowhere")
+
+
+def test_mark_resumed_forgets_later_snapshots_and_notes_the_resume(tmp_path):
+    _peer_run(tmp_path, steps=(10, 20, 30), finished=False)
+    record = PeerRecord(**json.loads((tmp_path / "peer_run.json").read_text()))
+    record.snapshots = [{"step": s, "file": f"policies/step_{s:07d}.pt", "wall_s": float(s)} for s in (10, 20, 30)]
+    record.mark_resumed(tmp_path, 20)
+    assert [x["step"] for x in record.snapshots] == [10, 20]
+    assert [r["step"] for r in record.extra["resumed"]] == [20]

@@ -181,9 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         algo.load_model(str(run_dir / state["model_file"]))
         algo.set_grad_step(int(state["grad_step"]))
         set_rng_state(state["rng"])
-        record.snapshots = [x for x in record.snapshots if x["step"] <= done]
-        record.extra.setdefault("resumed", []).append({"step": done, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        print(f"resumed {run_dir} at update {done}", flush=True)
+        record.mark_resumed(run_dir, done)
     else:
         record = PeerRecord(
             algo=f"d3rlpy-{args.algo}",

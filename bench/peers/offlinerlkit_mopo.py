@@ -434,11 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
                 fake_buffer.add_batch(**policy.rollout(init_obss, h)[0])
             record.extra.setdefault("buffer_refilled_at", []).append(epochs_done * args.step_per_epoch)
         rollout_s[0] = record.phases_s.get("rollouts", 0.0)
-        record.snapshots = [x for x in record.snapshots if x["step"] <= epochs_done * args.step_per_epoch]
-        record.extra.setdefault("resumed", []).append(
-            {"step": epochs_done * args.step_per_epoch, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        )
-        print(f"resumed {run_dir} at update {epochs_done * args.step_per_epoch}", flush=True)
+        record.mark_resumed(run_dir, epochs_done * args.step_per_epoch)
     t_updates = time.perf_counter() - record.phases_s.get("updates", 0.0) * (state is not None)
 
     class SnapshotTrainer(MBPolicyTrainer):

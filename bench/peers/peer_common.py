@@ -268,6 +268,13 @@ class PeerRecord:
     def write(self, run_dir: str | Path) -> None:
         write_json(Path(run_dir) / RECORD_FILE, asdict(self))
 
+    def mark_resumed(self, run_dir: str | Path, step: int) -> None:
+        """A killed run continues from its state at update ``step``: forget snapshots recorded after it (they are
+        taken again), note the resume in ``extra["resumed"]`` and say so on stdout."""
+        self.snapshots = [x for x in self.snapshots if x["step"] <= step]
+        self.extra.setdefault("resumed", []).append({"step": step, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        print(f"resumed {run_dir} at update {step}", flush=True)
+
     def add_snapshot(self, run_dir: str | Path, step: int, path: Path, t0: float, t_updates: float) -> None:
         """Record a snapshot written at update ``step`` and rewrite ``peer_run.json``.
 
