@@ -36,6 +36,9 @@ RECORD_FILES = ("config.json", "metrics.csv", "summary.json", "episodes.csv")
 """The files of a run directory that make its record."""
 OPTIONAL_FILES = ("peer_run.json", "diagnosis_step*.json")
 """Copied too where present: a peer run's settings and timings (``bench/peers``), ``experiments.diagnose`` output."""
+LAST_EVALS = 5
+"""The table's steadier figure: the mean of a run's last this-many evaluations (hopper and walker2d curves swing
+between evaluations, so the final one alone can mislead)."""
 ALGO_NAMES = {"mopo": "MOPO", "combo": "COMBO", "armor": "ARMOR", "bc": "BC"}
 DATASET_ORDER = ("halfcheetah", "hopper", "walker2d")
 
@@ -116,16 +119,38 @@ def _hours(wall_s) -> str:
     return "—" if wall_s is None else f"{wall_s / 3600:.1f} h" if wall_s >= 3600 else f"{wall_s / 60:.0f} min"
 
 
+def last_evals_mean(curve: list[tuple[int, float]], k: int = LAST_EVALS) -> tuple[float, int, int] | None:
+    """``(mean score, first step, last step)`` of the last ``k`` evaluations of ``curve`` (``eval_curve``'s
+    ``(step, normalised score)`` pairs, in step order; all of them when there are fewer); None when empty.
+
+    Raises:
+        ValueError: ``k`` < 1.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    tail = curve[-k:]
+    if not tail:
+        return None
+    return sum(score for _, score in tail) / len(tail), tail[0][0], tail[-1][0]
+
+
+def _steps(step: int) -> str:
+    return f"{step // 1000}k" if step % 1000 == 0 and step else f"{step:,}"
+
+
 def _record_row(rec: dict) -> str:
     curve = eval_curve(rec["dir"] / "metrics.csv")
     best_step, best = max(curve, key=lambda e: e[1]) if curve else (None, None)
+    tail = last_evals_mean(curve)
+    span = "" if tail is None else _steps(tail[2]) if tail[1] == tail[2] else f"{_steps(tail[1])}-{_steps(tail[2])}"
+    last = "—" if tail is None else f"{tail[0]:.1f} ({span})"
     tag = rec["record"].get("tag")
     seed = f"{rec['seed']}" + (f" ({tag})" if tag else "")
     link = (rec["dir"].relative_to(REPO_ROOT) if rec["dir"].is_relative_to(REPO_ROOT) else rec["dir"]).as_posix()
     return (
         f"| `{rec['dataset']}` | [{_algo_label(rec)}]({link}) | {seed} "
         f"| **{rec['normalized_score']:.1f}** ± {rec['normalized_score_std']:.1f} "
-        f"| {'—' if best is None else f'{best:.1f} ({best_step:,})'} "
+        f"| {'—' if best is None else f'{best:.1f} ({best_step:,})'} | {last} "
         f"| {rec['behavior_normalized_score']:.1f} | {rec['num_updates']:,} | {_hours(rec.get('wall_s'))} "
         f"| {_machine(rec)} | {(rec.get('machine') or {}).get('date', '—')} | {rec['record'].get('note', '')} |"
     )
@@ -135,7 +160,7 @@ def _lost_row(rec: dict) -> str:
     """A row of ``unrecorded.json``: a run whose directory is gone, with the figures reported at the time."""
     return (
         f"| `{rec['dataset']}` | {_algo_label(rec)} | {rec['seed']} "
-        f"| {rec['normalized_score']:.1f} ± {rec['normalized_score_std']:.1f} | — "
+        f"| {rec['normalized_score']:.1f} ± {rec['normalized_score_std']:.1f} | — | — "
         f"| {rec['behavior_normalized_score']:.1f} | {rec['num_updates']:,} | {_hours(rec.get('wall_s'))} "
         f"| {rec.get('machine', '—')} | {rec['date']} | no record: {rec['note']} |"
     )
@@ -145,8 +170,9 @@ def table_markdown(root: Path = RESULTS_DIR) -> str:
     """The results table (GitHub Markdown), from the records under ``root`` and ``root/unrecorded.json``."""
     rows = [
         "| dataset | algorithm (code) | seed | normalised score, final (10 episodes) | best evaluation (updates) "
-        "| behaviour policy | updates | wall time | machine | date | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
+        f"| mean of the last {LAST_EVALS} evaluations (updates) | behaviour policy | updates | wall time | machine "
+        "| date | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     unrecorded = root / "unrecorded.json"
     lost = (

@@ -10,6 +10,7 @@ import pytest
 
 from algos import mopo
 from experiments import records
+from experiments.curves import eval_curve
 from tests.conftest import TINY_RUN
 
 
@@ -45,6 +46,8 @@ def test_add_copies_a_finished_run_and_the_table_lists_it(tiny_dataset, tmp_path
     table = records.table_markdown(root).splitlines()
     assert len(table) == 4  # header, rule, two records
     assert f"**{summary['normalized_score']:.1f}**" in table[2] and "a tiny run" in table[2]
+    tail = records.last_evals_mean(eval_curve(run / "metrics.csv"))
+    assert tail is not None and f"| {tail[0]:.1f} (" in table[2]
     assert "0 (again)" in table[3]
     curves = records.write_curves(root, tmp_path / "figures")
     assert [p.name for p in curves] == [f"results_{tiny_dataset.replace('/', '_')}.png"]
@@ -53,6 +56,15 @@ def test_add_copies_a_finished_run_and_the_table_lists_it(tiny_dataset, tmp_path
     (unfinished / "summary.json").unlink()
     with pytest.raises(FileNotFoundError, match="not a finished run: no summary.json"):
         records.add(unfinished, root=root)
+
+
+def test_last_evals_mean_averages_the_tail_of_the_curve():
+    curve = [(10_000, 4.0), (20_000, 80.0), (30_000, 10.0), (40_000, 20.0)]
+    assert records.last_evals_mean(curve, k=2) == (15.0, 30_000, 40_000)
+    assert records.last_evals_mean(curve, k=10) == (28.5, 10_000, 40_000)  # fewer than k: all of them
+    assert records.last_evals_mean([]) is None
+    with pytest.raises(ValueError, match="at least 1"):
+        records.last_evals_mean(curve, k=0)
 
 
 def test_python_m_bench_report_is_an_alias():
