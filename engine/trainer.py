@@ -166,6 +166,30 @@ def _nonfinite(state, prefix: str = "") -> str | None:
     return None
 
 
+OFF_DATA_WARN_FRAC = 0.1
+"""``ModelBasedRun.evaluate`` warns when more than this fraction of the evaluation's steps lie beyond the data's
+99th-percentile uncertainty (a policy that stays where the data is has ~0.01): the policy has left the data,
+where the learned simulator's predictions, and so its training signal, are not to be trusted. On
+``simloop/walker2d/medium-v0`` MOPO's two collapsed evaluations had 0.25; the others 0-0.02 (README)."""
+
+
+def off_data_warning(
+    step: int, metrics: dict[str, float], run_dir: str | Path = "RUN_DIR", threshold: float = OFF_DATA_WARN_FRAC
+) -> str | None:
+    """The warning ``ModelBasedRun.evaluate`` issues for an evaluation's ``UncertaintyProbe.metrics`` at ``step``
+    of the run in ``run_dir``, or None when ``eval/model_uncertainty_frac_beyond_p99`` is at most ``threshold``
+    (or absent: the MJX backend has no probe)."""
+    frac = metrics.get("eval/model_uncertainty_frac_beyond_p99")
+    if frac is None or frac <= threshold:
+        return None
+    return (
+        f"step {step}: {frac:.0%} of the evaluation's steps lie beyond the data's 99th-percentile model uncertainty "
+        f"(a policy that stays in the data: ~1%); the policy has left the data and may be exploiting the learned "
+        f"simulator: check it with `python -m experiments.diagnose {run_dir}` (a larger rollout.penalty_coef "
+        f"charges more for it)"
+    )
+
+
 class UncertaintyProbe:
     """Where the policy leaves the data: the model's uncertainty u(s, a) (``cfg.rollout.uncertainty``, as in the
     rollout penalty) at the states and actions the policy visits on the true environment during an evaluation,
@@ -330,6 +354,9 @@ class ModelBasedRun:
             policy = self.probe.wrap(lambda o: actor.act(o, deterministic=True))
             result = evaluate(policy, self.data.env_name, num_episodes, seed=cfg.seed + 10_000)
             extra = self.probe.metrics()
+            message = off_data_warning(self.step, extra, self.dir, OFF_DATA_WARN_FRAC)
+            if message is not None:
+                warnings.warn(message, stacklevel=2)
         self.logger.log_episodes(self.step, result)
         self.evals.append((self.step, result.normalized_score))
         return {**result.metrics(), **extra}

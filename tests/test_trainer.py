@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -231,9 +232,29 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tin
     assert not (tmp_path / "run2" / "checkpoint.pt").exists()
 
 
+def test_off_data_warning_names_the_step_the_fraction_and_what_to_run():
+    quiet = {"eval/model_uncertainty_frac_beyond_p99": 0.02}
+    assert trainer.off_data_warning(40, quiet, "runs/x") is None
+    assert trainer.off_data_warning(40, {}, "runs/x") is None  # the MJX backend logs no probe
+    message = trainer.off_data_warning(150_000, {"eval/model_uncertainty_frac_beyond_p99": 0.25}, "runs/w2d")
+    assert message.startswith("step 150000: 25% of the evaluation's steps")
+    assert "python -m experiments.diagnose runs/w2d" in message
+
+
+def test_a_run_warns_at_each_evaluation_past_the_threshold(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "OFF_DATA_WARN_FRAC", -1.0)  # every evaluation counts as off the data
+    with pytest.warns(UserWarning, match="beyond the data's 99th-percentile") as caught:
+        mopo.train(tiny(mopo, tiny_dataset, tmp_path / "run"))
+    off_data = [str(w.message) for w in caught if "99th-percentile" in str(w.message)]
+    assert [m.split(":")[0] for m in off_data] == ["step 20", "step 40"]  # the step-20 evaluation and the final one
+    assert f"experiments.diagnose {tmp_path / 'run'}" in off_data[0]
+
+
 def test_a_run_writes_its_records_and_restores_the_thread_count(tiny_dataset, tmp_path):
     before = torch.get_num_threads()
-    summary = mopo.train(tiny(mopo, tiny_dataset, tmp_path / "run", num_threads=1 if before != 1 else 2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = mopo.train(tiny(mopo, tiny_dataset, tmp_path / "run", num_threads=1 if before != 1 else 2))
     assert torch.get_num_threads() == before
     run = tmp_path / "run"
     episodes = _rows(run / "episodes.csv")
@@ -249,5 +270,8 @@ def test_a_run_writes_its_records_and_restores_the_thread_count(tiny_dataset, tm
     for r in evals:  # where the policy goes against where the data is, under the model
         assert float(r["eval/model_uncertainty_mean"]) > 0 and float(r["eval/model_uncertainty_data_p99"]) > 0
         assert 0.0 <= float(r["eval/model_uncertainty_frac_beyond_p99"]) <= 1.0
+    off_data = [str(w.message) for w in caught if "beyond the data's 99th-percentile" in str(w.message)]
+    expected = [r["step"] for r in evals if float(r["eval/model_uncertainty_frac_beyond_p99"]) > 0.1]
+    assert [m.split(":")[0] for m in off_data] == [f"step {s}" for s in expected]  # a warning for each, none else
     config = json.loads((run / "config.json").read_text())
     assert config["algo"] == "mopo" and config["rollout"]["penalty_coef"] == 0.5 and config["dynamics"]["seed"] == 0
