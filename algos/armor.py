@@ -306,7 +306,7 @@ class ARMORAgent(Agent):
         torch.autograd.backward(model_loss, inputs=self._model_params)
 
     def prepare(self, generator, progress: bool = False) -> dict:
-        """The trainer's step before the loop (``engine.trainer.Agent``): pretrain the critics unless that
+        """The trainer's step before the loop (``engine.agent.Agent.prepare``): pretrain the critics unless that
         is done or disabled; returns ``pretrain_critics``'s metrics, or ``{}`` when there was nothing to do."""
         return {} if self.critics_pretrained else self.pretrain_critics(generator, progress)
 
@@ -369,9 +369,17 @@ class ARMORAgent(Agent):
         self.critics_pretrained = state.get("critics_pretrained", True)
 
 
-def make_agent(data, cfg: Config, dev, dyn: EnsembleDynamics) -> ARMORAgent:
-    """The reference (loaded, or BC trained on the data), V_max = max|r| / (1 - gamma), the agent."""
-    if cfg.reference is not None:
+def make_agent(data, cfg: Config, dev, dyn: EnsembleDynamics, saved: dict | None = None) -> ARMORAgent:
+    """The reference (loaded from ``cfg.reference``, or BC trained on the data), V_max = max|r| / (1 - gamma),
+    the agent (``engine.agent.MakeAgent``). With ``saved`` (a checkpoint's agent state, which the caller loads
+    next) the reference is rebuilt from it: a resumed run neither refits BC nor needs the ``--reference`` file.
+
+    Raises:
+        FileNotFoundError, ValueError: ``cfg.reference`` is missing or unreadable, or its dims differ from the data's.
+    """
+    if saved is not None:
+        reference = TanhGaussianActor.from_state_dict(saved["reference"]).to(dev).eval()
+    elif cfg.reference is not None:
         reference, info = load_policy(cfg.reference, dev)
         meta = info.get("meta", {})
         # BC checkpoints saved before the objective was recorded were fitted by MSE.

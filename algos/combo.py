@@ -172,8 +172,9 @@ class COMBOAgent(SACAgent):
         return combo_update(self.sac, real, model, generator, self.cfg)
 
 
-def make_agent(data, cfg: Config, device, dyn) -> COMBOAgent:
-    """The agent for ``data``'s dims (``engine.trainer``'s ``make_agent``; the dynamics are not part of it)."""
+def make_agent(data, cfg: Config, device, dyn, saved: dict | None = None) -> COMBOAgent:
+    """The agent for ``data``'s dims (``engine.agent.MakeAgent``; the dynamics are not part of it, and ``saved``
+    changes nothing: the caller loads it)."""
     return COMBOAgent(data.obs_dim, data.act_dim, cfg, device)
 
 

@@ -72,8 +72,9 @@ class MOPOAgent(SACAgent):
         return self.sac.update(cat_batches(real, model), generator)
 
 
-def make_agent(data, cfg: Config, device, dyn) -> MOPOAgent:
-    """The agent for ``data``'s dims (``engine.trainer``'s ``make_agent``; the dynamics are not part of it)."""
+def make_agent(data, cfg: Config, device, dyn, saved: dict | None = None) -> MOPOAgent:
+    """The agent for ``data``'s dims (``engine.agent.MakeAgent``; the dynamics are not part of it, and ``saved``
+    changes nothing: the caller loads it)."""
     return MOPOAgent(data.obs_dim, data.act_dim, cfg.sac, device)
 
 

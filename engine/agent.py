@@ -7,6 +7,7 @@ the other members have defaults that fit SAC-style agents.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -49,6 +50,16 @@ class Agent:
     def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict()`` output."""
         raise NotImplementedError
+
+
+class MakeAgent(Protocol):
+    """An algorithm's ``make_agent(data, cfg, device, dyn, saved=None) -> Agent``: the agent for the loaded
+    ``data`` (its dims), the config in force, the device and the trained dynamics (an agent may keep training
+    them, as ARMOR's adversarial model does). ``saved``: the ``Agent.state_dict()`` the caller loads next (a
+    resumed run, ``experiments.diagnose``), so work whose result it holds can be skipped (ARMOR's BC reference
+    is neither fitted nor read from ``--reference`` then)."""
+
+    def __call__(self, data, cfg, device: torch.device, dyn, saved: dict | None = None) -> Agent: ...
 
 
 class SACAgent(Agent):

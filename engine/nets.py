@@ -152,6 +152,27 @@ class TanhGaussianActor(nn.Module):
         self.obs_dim, self.act_dim, self.hidden_dims = obs_dim, act_dim, tuple(hidden)
         self.trunk = mlp(obs_dim, 2 * act_dim, hidden)
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> TanhGaussianActor:
+        """An actor shaped like ``state`` (another actor's ``state_dict()``: obs and action dims and hidden widths
+        read from its ``trunk.<i>.weight`` shapes) with those weights loaded, on their device.
+
+        Raises:
+            ValueError: ``state`` holds no ``trunk.<i>.weight``, or does not fit the shape read from it.
+        """
+        layers = sorted(
+            (int(k.split(".")[1]), v) for k, v in state.items() if k.startswith("trunk.") and k.endswith(".weight")
+        )
+        if not layers:
+            raise ValueError(f"not a TanhGaussianActor state_dict: no trunk.<i>.weight among {sorted(state)[:6]}")
+        w = [v for _, v in layers]
+        actor = cls(w[0].shape[1], w[-1].shape[0] // 2, tuple(v.shape[0] for v in w[:-1])).to(w[0].device)
+        try:
+            actor.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"not a TanhGaussianActor state_dict: {e}") from e
+        return actor
+
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, log_std = self.trunk(obs).chunk(2, dim=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)

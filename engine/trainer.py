@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from engine import checkpoint
 from engine import data as datasets
-from engine.agent import Agent
+from engine.agent import MakeAgent
 from engine.buffer import ReplayBuffer
 from engine.config import to_dict
-from engine.dynamics import DynamicsConfig, EnsembleDynamics, fit_or_load, shipped_ensemble
+from engine.dynamics import DynamicsConfig, fit_or_load, shipped_ensemble
 from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir, machine_info
 from engine.rollout import RolloutConfig, RolloutEngine, rollout_metrics
@@ -247,7 +247,7 @@ class ModelBasedRun:
         algo: str,
         config_cls: type[ModelBasedConfig],
         cfg: ModelBasedConfig | None,
-        make_agent: Callable[[datasets.TransitionData, ModelBasedConfig, torch.device, EnsembleDynamics], Agent],
+        make_agent: MakeAgent,
         resume: str | None = None,
     ):
         self.t_start = time.perf_counter()
@@ -277,7 +277,7 @@ class ModelBasedRun:
             self.real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, device=dev, progress=cfg.progress
         )
         torch.manual_seed(cfg.seed)  # the one seeding of the global generator: the agent's initialisation
-        self.agent = make_agent(self.data, cfg, dev, self.dyn)
+        self.agent = make_agent(self.data, cfg, dev, self.dyn, saved=None if ckpt is None else ckpt["agent"])
         self.gen = torch.Generator(device=dev).manual_seed(cfg.seed)
         term = termination_params(self.data.env_name).to(dev)
         self.engines = [
@@ -454,7 +454,7 @@ def train_model_based(
     algo: str,
     config_cls: type[ModelBasedConfig],
     cfg: ModelBasedConfig | None,
-    make_agent: Callable[[datasets.TransitionData, ModelBasedConfig, torch.device, EnsembleDynamics], Agent],
+    make_agent: MakeAgent,
     resume: str | None = None,
 ) -> dict:
     """Run one model-based offline algorithm; returns the summary (also ``<out>/summary.json``).
@@ -464,8 +464,8 @@ def train_model_based(
         config_cls: the algorithm's Config class (a resumed run's saved config is rebuilt as one).
         cfg: the algorithm's config (a ModelBasedConfig subclass). With ``resume`` it may be None (the saved
             config), or the saved config with other ``RUN_CONTROL_FIELDS`` (a larger ``num_updates`` extends the run).
-        make_agent: builds the agent from the loaded data (dims), the config in force, the device and
-            the trained dynamics (an agent may keep training it, as ARMOR's adversarial model does).
+        make_agent: builds the agent (``engine.agent.MakeAgent``) from the loaded data (dims), the config in force,
+            the device and the trained dynamics; on resume it is also given the checkpoint's agent state.
         resume: a run directory to continue from its ``checkpoint.pt``.
     Raises:
         ValueError: unknown dataset id, bad config, a dataset from an unsupported env, a resume whose config

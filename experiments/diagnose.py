@@ -83,7 +83,7 @@ def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
     real = data.as_batch()
     dyn, _ = fit_or_load(real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, progress=False)
     torch.manual_seed(cfg.seed)
-    agent = mod.make_agent(data, cfg, torch.device("cpu"), dyn)
+    agent = mod.make_agent(data, cfg, torch.device("cpu"), dyn, saved=ckpt["agent"])
     agent.load_state_dict(ckpt["agent"])  # ARMOR's adversarial model is in here too
     params, m = dyn.params(), dyn.model
     term = termination_params(data.env_name)

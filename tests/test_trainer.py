@@ -14,6 +14,8 @@ import torch
 from algos import armor, combo, mopo
 from engine import rollout as rollout_module
 from engine import trainer
+from engine.nets import TanhGaussianActor
+from engine.policy_io import save_policy
 from engine.rollout import RolloutConfig
 from engine.sac import SACConfig
 from tests.conftest import TINY_RUN
@@ -87,6 +89,8 @@ def test_a_killed_and_resumed_run_equals_an_unstopped_one(module, tiny_dataset, 
         with pytest.raises(Killed):
             module.train(tiny(module, tiny_dataset, stopped))
     assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] == 20
+    if module is armor:  # the reference comes from the checkpoint: BC is not fitted again
+        monkeypatch.setattr(armor, "fit_bc", lambda *a, **k: pytest.fail("a resumed ARMOR run refitted BC"))
     summary = module.train(None, resume=str(stopped))
     assert summary["num_updates"] == 40
     a = torch.load(straight / "checkpoint.pt", weights_only=True)
@@ -95,6 +99,31 @@ def test_a_killed_and_resumed_run_equals_an_unstopped_one(module, tiny_dataset, 
         _assert_same_state(a[key], b[key], key)
     assert _rows(straight / "metrics.csv") == _rows(stopped / "metrics.csv")
     assert _rows(straight / "episodes.csv") == _rows(stopped / "episodes.csv")
+
+
+def test_a_resumed_armor_run_does_not_need_its_reference_file(tiny_dataset, tmp_path, monkeypatch):
+    """A run carried to another machine (a slim checkpoint in the repository) continues there without the
+    ``--reference`` policy file: the reference is part of the checkpoint."""
+    ref = TanhGaussianActor(17, 6, (32, 32))  # HalfCheetah's dims, the tiny dataset's
+    save_policy(ref, tmp_path / "ref.pt", "halfcheetah", algo="bc", objective="likelihood")
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _kill_after(m, 20)
+        with pytest.raises(Killed):
+            armor.train(tiny(armor, tiny_dataset, run, reference=str(tmp_path / "ref.pt")))
+    (tmp_path / "ref.pt").unlink()
+    assert armor.train(None, resume=str(run))["num_updates"] == 40
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)["agent"]["reference"]
+    _assert_same_state(saved, ref.state_dict(), "reference")  # the reference is fixed; the file's weights throughout
+
+
+def test_actor_from_state_dict_reads_its_shape_and_refuses_other_states():
+    actor = TanhGaussianActor(17, 6, (64, 48, 32))
+    copy = TanhGaussianActor.from_state_dict(actor.state_dict())
+    assert (copy.obs_dim, copy.act_dim, copy.hidden_dims) == (17, 6, (64, 48, 32))
+    _assert_same_state(copy.state_dict(), actor.state_dict())
+    with pytest.raises(ValueError, match="no trunk"):
+        TanhGaussianActor.from_state_dict({"net.0.weight": torch.zeros(2, 2)})
 
 
 def test_a_killed_and_resumed_bc_run_equals_an_unstopped_one(tiny_dataset, tmp_path, monkeypatch):
