@@ -174,13 +174,13 @@ where the learned simulator's predictions, and so its training signal, are not t
 
 
 def off_data_warning(
-    step: int, metrics: dict[str, float], run_dir: str | Path = "RUN_DIR", threshold: float = OFF_DATA_WARN_FRAC
+    step: int, metrics: dict[str, float], run_dir: str | Path = "RUN_DIR", threshold: float | None = None
 ) -> str | None:
     """The warning ``ModelBasedRun.evaluate`` issues for an evaluation's ``UncertaintyProbe.metrics`` at ``step``
     of the run in ``run_dir``, or None when ``eval/model_uncertainty_frac_beyond_p99`` is at most ``threshold``
-    (or absent: the MJX backend has no probe)."""
+    (None: ``OFF_DATA_WARN_FRAC``) or absent (the MJX backend has no probe)."""
     frac = metrics.get("eval/model_uncertainty_frac_beyond_p99")
-    if frac is None or frac <= threshold:
+    if frac is None or frac <= (OFF_DATA_WARN_FRAC if threshold is None else threshold):
         return None
     return (
         f"step {step}: {frac:.0%} of the evaluation's steps lie beyond the data's 99th-percentile model uncertainty "
@@ -354,7 +354,7 @@ class ModelBasedRun:
             policy = self.probe.wrap(lambda o: actor.act(o, deterministic=True))
             result = evaluate(policy, self.data.env_name, num_episodes, seed=cfg.seed + 10_000)
             extra = self.probe.metrics()
-            message = off_data_warning(self.step, extra, self.dir, OFF_DATA_WARN_FRAC)
+            message = off_data_warning(self.step, extra, self.dir)
             if message is not None:
                 warnings.warn(message, stacklevel=2)
         self.logger.log_episodes(self.step, result)
