@@ -25,7 +25,7 @@ from pathlib import Path
 
 import tyro
 
-from experiments.curves import eval_curve, plot_curves
+from experiments.curves import Curve, eval_curve, plot_curves
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -119,7 +119,7 @@ def _hours(wall_s) -> str:
     return "—" if wall_s is None else f"{wall_s / 3600:.1f} h" if wall_s >= 3600 else f"{wall_s / 60:.0f} min"
 
 
-def last_evals_mean(curve: list[tuple[int, float]], k: int = LAST_EVALS) -> tuple[float, int, int] | None:
+def last_evals_mean(curve: Curve, k: int = LAST_EVALS) -> tuple[float, int, int] | None:
     """``(mean score, first step, last step)`` of the last ``k`` evaluations of ``curve`` (``eval_curve``'s
     ``(step, normalised score)`` pairs, in step order; all of them when there are fewer); None when empty.
 
@@ -138,19 +138,25 @@ def _steps(step: int) -> str:
     return f"{step // 1000}k" if step % 1000 == 0 and step else f"{step:,}"
 
 
+def _last_evals_cell(curve: Curve) -> str:
+    """The table cell of ``last_evals_mean``: ``"52.4 (160k-200k)"``, ``"45.1 (35k)"`` or ``"—"``."""
+    tail = last_evals_mean(curve)
+    if tail is None:
+        return "—"
+    mean, first, last = tail
+    return f"{mean:.1f} ({_steps(last) if first == last else f'{_steps(first)}-{_steps(last)}'})"
+
+
 def _record_row(rec: dict) -> str:
     curve = eval_curve(rec["dir"] / "metrics.csv")
     best_step, best = max(curve, key=lambda e: e[1]) if curve else (None, None)
-    tail = last_evals_mean(curve)
-    span = "" if tail is None else _steps(tail[2]) if tail[1] == tail[2] else f"{_steps(tail[1])}-{_steps(tail[2])}"
-    last = "—" if tail is None else f"{tail[0]:.1f} ({span})"
     tag = rec["record"].get("tag")
     seed = f"{rec['seed']}" + (f" ({tag})" if tag else "")
     link = (rec["dir"].relative_to(REPO_ROOT) if rec["dir"].is_relative_to(REPO_ROOT) else rec["dir"]).as_posix()
     return (
         f"| `{rec['dataset']}` | [{_algo_label(rec)}]({link}) | {seed} "
         f"| **{rec['normalized_score']:.1f}** ± {rec['normalized_score_std']:.1f} "
-        f"| {'—' if best is None else f'{best:.1f} ({best_step:,})'} | {last} "
+        f"| {'—' if best is None else f'{best:.1f} ({best_step:,})'} | {_last_evals_cell(curve)} "
         f"| {rec['behavior_normalized_score']:.1f} | {rec['num_updates']:,} | {_hours(rec.get('wall_s'))} "
         f"| {_machine(rec)} | {(rec.get('machine') or {}).get('date', '—')} | {rec['record'].get('note', '')} |"
     )
