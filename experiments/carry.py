@@ -27,7 +27,6 @@ Peers' runs (``bench/peers/``) carry their own way (``bench/peers/README.md``).
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import sys
 import time
@@ -39,6 +38,7 @@ import tyro
 from engine import checkpoint
 from engine.config import from_dict
 from engine.dynamics import DynamicsConfig, config_hash, shipped_ensemble
+from engine.logger import machine_info
 
 RECORD_FILES = ("config.json", "metrics.csv", "episodes.csv")
 """The run's records copied along with its checkpoint (``tb/`` too, when present)."""
@@ -100,7 +100,7 @@ def pack(run_dir: str | Path, dest: str | Path = "checkpoints", cache_dir: str |
         "wall_s": round(float(ckpt.get("wall_s", 0.0))),
         "num_threads": config.get("num_threads"),
         "packed": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine_info(config.get("num_threads"))["cpu"],
         "dynamics": [p.name for p in entries],
         "resume": f"python -m algos.{ckpt['algo']} --resume runs/{run_dir.name}",
     }
