@@ -15,7 +15,7 @@ continued with ``--resume``. What is packed:
 
     python -m experiments.carry pack runs/combo-halfcheetah-medium-seed0       # -> checkpoints/combo-halfcheetah-...
     git add checkpoints/combo-halfcheetah-medium-seed0 && git commit ...
-    # on the next machine, after the dataset is made again (python -m engine.data make <dataset>):
+    # on the next machine (the resumed run generates a missing simloop dataset first):
     python -m experiments.carry unpack checkpoints/combo-halfcheetah-medium-seed0   # prints the resume command
     python -m algos.combo --resume runs/combo-halfcheetah-medium-seed0
 
