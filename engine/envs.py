@@ -10,8 +10,11 @@ ranges and ``engine.mjx_eval`` re-states the task in JAX from the rest.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,33 @@ def get_env_spec(name: str) -> EnvSpec:
     raise ValueError(f"unsupported environment {name!r}; supported: {valid}")
 
 
-def make_env(name: str, **kwargs):
-    """``gymnasium.make`` for a supported env (short name or Gymnasium id)."""
-    import gymnasium as gym
+_MUJOCO_WARNINGS_SHOWN: set[str] = set()
 
-    return gym.make(get_env_spec(name).gym_id, **kwargs)
+
+def _warn_once(message: str) -> None:
+    if message not in _MUJOCO_WARNINGS_SHOWN:
+        _MUJOCO_WARNINGS_SHOWN.add(message)
+        log.warning("MuJoCo (shown once per process): %s", message)
+
+
+def make_env(name: str, **kwargs):
+    """``gymnasium.make`` for a supported env (short name or Gymnasium id). Raises ValueError for others.
+
+    While the model compiles, MuJoCo's warnings go to the ``engine.envs`` logger, each distinct message once
+    per process (MuJoCo >= 4.0 warns that Gymnasium's ``half_cheetah.xml`` uses the deprecated
+    ``settotalmass`` at every compile: once per evaluation env, ~100 times per run). The previous MuJoCo
+    warning handler is restored afterwards, so warnings outside this call are MuJoCo's as usual.
+    """
+    import gymnasium as gym
+    import mujoco
+
+    gym_id = get_env_spec(name).gym_id
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(_warn_once)
+    try:
+        return gym.make(gym_id, **kwargs)
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def d4rl_score(returns, ref_min_score: float, ref_max_score: float):

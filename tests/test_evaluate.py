@@ -129,3 +129,26 @@ def test_bad_inputs():
         evaluate(lambda o: torch.zeros(6), "halfcheetah", num_episodes=1, max_episode_steps=3)
     with pytest.raises(ValueError, match=r"\[B, A\]"):
         evaluate(lambda o: np.zeros((o.shape[0], 6)), "halfcheetah", num_episodes=1, max_episode_steps=3)
+
+
+def test_make_env_shows_mujoco_warnings_once_and_restores_handler(caplog):
+    """MuJoCo 4 warns about half_cheetah.xml's deprecated ``settotalmass`` at each compile; make_env logs a
+    distinct MuJoCo warning once per process and leaves MuJoCo's own handler as it found it."""
+    import mujoco
+
+    from engine import envs
+
+    envs._MUJOCO_WARNINGS_SHOWN.clear()
+    with caplog.at_level("WARNING", logger="engine.envs"):
+        for _ in range(3):
+            envs.make_env("halfcheetah").close()
+        compile_records = [r.getMessage() for r in caplog.records if r.name == "engine.envs"]
+        envs._warn_once("first")
+        envs._warn_once("second")
+        envs._warn_once("first")
+    assert len(compile_records) <= 1  # one (settotalmass) on MuJoCo >= 4.0, none before
+    shown = [r.getMessage() for r in caplog.records if r.name == "engine.envs"][len(compile_records) :]
+    assert [m.rsplit(": ", 1)[-1] for m in shown] == ["first", "second"]
+    assert mujoco.get_mju_user_warning() is None
+    with pytest.raises(ValueError, match="unsupported environment 'ant'.*halfcheetah"):
+        envs.make_env("ant")
