@@ -10,6 +10,7 @@ ranges and ``engine.mjx_eval`` re-states the task in JAX from the rest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -123,13 +124,10 @@ def get_env_spec(name: str) -> EnvSpec:
     raise ValueError(f"unsupported environment {name!r}; supported: {valid}")
 
 
-_MUJOCO_WARNINGS_SHOWN: set[str] = set()
-
-
+@functools.cache
 def _warn_once(message: str) -> None:
-    if message not in _MUJOCO_WARNINGS_SHOWN:
-        _MUJOCO_WARNINGS_SHOWN.add(message)
-        log.warning("MuJoCo (shown once per process): %s", message)
+    """MuJoCo's warning handler inside ``make_env``: each distinct message is logged once (the cache remembers it)."""
+    log.warning("MuJoCo (shown once per process): %s", message)
 
 
 def make_env(name: str, **kwargs):

@@ -138,7 +138,7 @@ def test_make_env_shows_mujoco_warnings_once_and_restores_handler(caplog):
 
     from engine import envs
 
-    envs._MUJOCO_WARNINGS_SHOWN.clear()
+    envs._warn_once.cache_clear()
     with caplog.at_level("WARNING", logger="engine.envs"):
         for _ in range(3):
             envs.make_env("halfcheetah").close()
