@@ -28,7 +28,7 @@ The reference must be fitted by likelihood (``algos.bc``'s default objective, as
 pretraining), so that its log-std, and with it the entropy, is trained: with a mean-only (MSE)
 BC reference the entropy starts far below the target -|A|, the temperature alpha (fast rate)
 grows without bound while the actor (slow rate) cannot follow, and alpha * log pi ends up
-dominating the actor's objective (README, "ARMOR attempts"). A reference saved with another objective is
+dominating the actor's objective (bench/RESULTS.md, ARMOR). A reference saved with another objective is
 used, with a warning.
 
 Defaults from ATAC (fast lr 5e-4, slow lr 5e-7, beta 3.0, w 0.5, 3x256 networks). Departures,
@@ -42,9 +42,14 @@ H = 5 and a 1:1 real/model mix are our choices where we could not check the pape
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
+import math
 import sys
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm import tqdm
@@ -54,8 +59,8 @@ from engine.agent import Agent
 from engine.batch import Batch, cat_batches
 from engine.cli import run_cli
 from engine.data import DATASETS
-from engine.dynamics import DynamicsConfig, EnsembleDynamics, targets_of
-from engine.nets import EnsembleCritic, TanhGaussianActor, adam_step, clear_grads, make_adam
+from engine.dynamics import DynamicsConfig, EnsembleDynamics, data_hash, targets_of
+from engine.nets import EnsembleCritic, EnsembleLinear, TanhGaussianActor, adam_step, clear_grads, make_adam
 from engine.policy_io import load_policy
 from engine.rollout import RolloutConfig
 from engine.sac import temperature_loss
@@ -90,7 +95,23 @@ class Config(ModelBasedConfig):
     model_fit_coef: float = 1e6
     """lambda: weight of the model's own fitting error on real data. Its reward part is (r_M - r)^2 / V_max^2, so
     lambda ~ V_max^2 (~1e6 on HalfCheetah, V_max ~ 1,000) weighs a unit of reward error like a unit of Bellman
-    error; smaller values let the adversarial model drift from the data's reward (README, "ARMOR attempts")."""
+    error; smaller values let the adversarial model drift from the data's reward (bench/RESULTS.md, ARMOR)."""
+    state_fit_coef: float | None = None
+    """Weight of the next-state NLL part of E_D(M) alone; None: ``model_fit_coef`` (Algorithm 1's one lambda on
+    the whole fit error). A smaller weight lets the Bellman term move s'_M away from the maximum-likelihood
+    prediction, while ``model_fit_coef`` keeps anchoring the reward (issue 33's hypothesis 1; our choice)."""
+    critic_norm_bound: float = 0.0
+    """Proj_F: after every critic step each critic layer's weight matrix is scaled down to Frobenius norm at most
+    this (ATAC's l2 projection, ``norm_constraint=100``: lightATAC ``atac.py`` ``l2_projection``); 0: off."""
+    twin_min_target: bool = False
+    """The TD form of the Bellman error regresses both critics on min(f1_target, f2_target) at (s'_M, pi(s'_M))
+    (lightATAC ``TwinQ.forward``, which ATAC's target uses) instead of each critic's own target."""
+    clip_value_targets: bool = False
+    """Clip the Bellman backups r + g f(s', a') to [V_min, V_max] with V_max = max(0, r_max / (1 - g)) and
+    V_min = min(0, r_min / (1 - g), V_max - 1 / (1 - g)) from the data's rewards (lightATAC ``main.py --clip_v``)."""
+    reference_action: Literal["mean", "sample"] = "mean"
+    """pi_ref's action in the relative-pessimism term: its deterministic mean (our choice) or a sample from it
+    (Algorithm 1 writes an expectation over pi_ref(s))."""
     gamma: float = 0.99
     """Discount factor."""
     tau: float = 0.005
@@ -100,6 +121,10 @@ class Config(ModelBasedConfig):
     None trains BC on the dataset first."""
     reference_updates: int = 100_000
     """BC gradient steps when the reference is trained here."""
+    critic_pretrain_cache: str | None = "runs/critics"
+    """Folder caching pretrained critics by (data, reference, seed, pretraining settings), as ``runs/dynamics``
+    caches fitted ensembles: a run with the same inputs loads them, and the generator state after pretraining,
+    so it continues exactly as if it had pretrained. None: no cache."""
     critic_pretrain_updates: int = 100_000
     """Gradient steps that fit the critics to the reference policy's value on the real data before the game
     starts (ATAC's behaviour pretraining: lightATAC ``BehaviorPretraining`` fits the twin Q to the BC policy
@@ -115,6 +140,8 @@ class Config(ModelBasedConfig):
             "bellman_coef": self.bellman_coef >= 0,
             "residual_weight": 0 <= self.residual_weight <= 1,
             "model_fit_coef": self.model_fit_coef >= 0,
+            "state_fit_coef": self.state_fit_coef is None or self.state_fit_coef >= 0,
+            "critic_norm_bound": self.critic_norm_bound >= 0,
             "gamma": 0 <= self.gamma < 1,
             "reference_updates": self.reference_updates >= 1,
             "critic_pretrain_updates": self.critic_pretrain_updates >= 0,
@@ -150,26 +177,45 @@ def bellman_error(
     q_next: torch.Tensor,
     gamma: float,
     residual_weight: float,
+    v_min: float = -math.inf,
+    v_max: float = math.inf,
 ) -> torch.Tensor:
     """ATAC's mixed Bellman error per critic (Cheng et al. 2022, Sec. 4.2): ``[E]``.
 
     ``q, q_next_target, q_next: [E, B]`` (Q at (s, a), target critic and live critic at (s', pi(s'))),
     ``rew, terminal: [B]``. The TD form regresses on the target critic; the residual form lets the
-    gradient flow through the live critic's next-state value too.
+    gradient flow through the live critic's next-state value too. Both backups ``r + g (1 - done) f(s', a')``
+    are clipped to ``[v_min, v_max]`` (lightATAC ``compute_bellman_backup``; unbounded by default).
     """
     cont = gamma * (1.0 - terminal)
-    td = (q - (rew + cont * q_next_target)).pow(2).mean(-1)
-    residual = (q - (rew + cont * q_next)).pow(2).mean(-1)
+    td = (q - (rew + cont * q_next_target).clamp(v_min, v_max)).pow(2).mean(-1)
+    residual = (q - (rew + cont * q_next).clamp(v_min, v_max)).pow(2).mean(-1)
     return (1.0 - residual_weight) * td + residual_weight * residual
 
 
-def model_fit_error(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor, v_max: float) -> torch.Tensor:
-    """E_D(M): Gaussian NLL of the next-state delta (constants dropped, mean over dims) plus the squared
-    reward error scaled by V_max^2. ``mean, logvar, target: [B, D+1]`` ([delta obs, reward]); returns a 0-d tensor."""
+def model_fit_error(
+    mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor, v_max: float, state_weight: float = 1.0
+) -> torch.Tensor:
+    """E_D(M): Gaussian NLL of the next-state delta (constants dropped, mean over dims), times ``state_weight``,
+    plus the squared reward error scaled by V_max^2. ``mean, logvar, target: [B, D+1]`` ([delta obs, reward]);
+    returns a 0-d tensor."""
     d = mean.shape[-1] - 1
     nll = 0.5 * ((mean[:, :d] - target[:, :d]).pow(2) * torch.exp(-logvar[:, :d]) + logvar[:, :d]).mean(-1)
     rew_err = (mean[:, d] - target[:, d]).pow(2) / v_max**2
-    return (nll + rew_err).mean()
+    return (state_weight * nll + rew_err).mean()
+
+
+def project_weight_norms(module: torch.nn.Module, bound: float) -> None:
+    """Proj_F (ATAC): scale every ``EnsembleLinear`` weight ``[E, in, out]`` of ``module`` so that each member's
+    matrix has Frobenius norm at most ``bound``, in place (lightATAC ``l2_projection``: ``w *= min(1, C/|w|)``;
+    biases untouched). ``bound <= 0`` does nothing."""
+    if bound <= 0:
+        return
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, EnsembleLinear):
+                norm = m.weight.norm(dim=(1, 2), keepdim=True)
+                m.weight.mul_((bound / norm).clamp(max=1.0))
 
 
 class ARMORAgent(Agent):
@@ -186,9 +232,12 @@ class ARMORAgent(Agent):
         obs_low,
         obs_high,
         real: Batch | None = None,
+        value_range: tuple[float, float] = (-math.inf, math.inf),
     ):
         dev = next(reference.parameters()).device
         self.cfg, self.v_max, self.dyn, self.real = cfg, v_max, dyn, real
+        # The Bellman backups' clip (``cfg.clip_value_targets``): [V_min, V_max] from the data's rewards.
+        self.value_range = value_range if cfg.clip_value_targets else (-math.inf, math.inf)
         # Done (or not needed) once the critics evaluate the reference; part of the checkpoint, so a resumed
         # run does not pretrain again.
         self.critics_pretrained = cfg.critic_pretrain_updates == 0 or real is None
@@ -268,7 +317,10 @@ class ARMORAgent(Agent):
         n = batch.obs.shape[0]
         with torch.no_grad():
             a_pi, _ = self.actor(batch.obs, generator)
-            a_ref = self.reference.act(batch.obs, deterministic=True)
+            if cfg.reference_action == "sample":
+                a_ref, _ = self.reference(batch.obs, generator)
+            else:
+                a_ref = self.reference.act(batch.obs, deterministic=True)
         noise = torch.randn(n, batch.obs.shape[1] + 1, generator=generator, device=batch.obs.device)
         next_obs, rew, term, mean, logvar = self.model_step(batch.obs, batch.act, noise)
         with torch.no_grad():
@@ -277,15 +329,18 @@ class ARMORAgent(Agent):
         f_pi, f_ref, q = (self.critic(batch.obs, a) for a in (a_pi, a_ref, batch.act))
         q_next = self.critic(next_obs, a_next)  # critic loss: weights (residual form); model loss: s'_M
         q_next_target = self.critic_target(next_obs, a_next)  # no weights to train; the model loss: s'_M
+        if cfg.twin_min_target:  # [E, B] -> [1, B], broadcast to both critics
+            q_next_target = q_next_target.min(0, keepdim=True).values
         rel = relative_pessimism(f_pi, f_ref)
-        w = cfg.residual_weight
-        bell_critic = bellman_error(q, rew.detach(), term, q_next_target.detach(), q_next, cfg.gamma, w)
+        w, (v_lo, v_hi) = cfg.residual_weight, self.value_range
+        bell_critic = bellman_error(q, rew.detach(), term, q_next_target.detach(), q_next, cfg.gamma, w, v_lo, v_hi)
         critic_loss = (rel + cfg.bellman_coef * bell_critic).sum()
 
-        bell_model = bellman_error(q.detach(), rew, term, q_next_target, q_next, cfg.gamma, w)
+        bell_model = bellman_error(q.detach(), rew, term, q_next_target, q_next, cfg.gamma, w, v_lo, v_hi)
         # E_D(M) on the real rows, which lead D_M's batch: the model's outputs there are already computed.
         fit_mean, fit_logvar = mean[: real.obs.shape[0]], logvar[: real.obs.shape[0]]
-        fit = model_fit_error(fit_mean, fit_logvar, targets_of(real), self.v_max)
+        state_weight = 1.0 if cfg.state_fit_coef is None else cfg.state_fit_coef / max(cfg.model_fit_coef, 1e-30)
+        fit = model_fit_error(fit_mean, fit_logvar, targets_of(real), self.v_max, state_weight)
         model_loss = cfg.bellman_coef * (bell_model.sum() + cfg.model_fit_coef * fit)
         metrics = {
             "train/relative_pessimism": rel.detach().mean(),
@@ -305,22 +360,66 @@ class ARMORAgent(Agent):
         torch.autograd.backward(critic_loss, inputs=self._critic_params, retain_graph=True)
         torch.autograd.backward(model_loss, inputs=self._model_params)
 
+    def pretrain_cache_path(self, generator) -> Path:
+        """Where ``prepare`` caches the pretrained critics: ``<cfg.critic_pretrain_cache>/<key>.pt``, the key a
+        SHA-256 of everything pretraining depends on: the data's content, the reference's weights, the critics'
+        initial weights, the generator's state and the pretraining settings."""
+        cfg, h = self.cfg, hashlib.sha256()
+        h.update(data_hash(self.real).encode())
+        for module in (self.reference, self.critic):
+            for v in module.state_dict().values():
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(generator.get_state().numpy().tobytes())
+        fields = ("batch_size", "fast_lr", "gamma", "tau", "residual_weight", "critic_pretrain_updates", "hidden_dims")
+        h.update(repr({k: asdict(cfg)[k] for k in fields}).encode())
+        return Path(cfg.critic_pretrain_cache) / f"{h.hexdigest()[:16]}.pt"
+
     def prepare(self, generator, progress: bool = False) -> dict:
         """The trainer's step before the loop (``engine.agent.Agent.prepare``): pretrain the critics unless that
-        is done or disabled; returns ``pretrain_critics``'s metrics, or ``{}`` when there was nothing to do."""
-        return {} if self.critics_pretrained else self.pretrain_critics(generator, progress)
+        is done or disabled; returns ``pretrain_critics``'s metrics, or ``{}`` when there was nothing to do.
+
+        With ``cfg.critic_pretrain_cache`` the result (critics, targets, the generator's state after pretraining
+        and the metrics) is read from the cache when present (``pretrain_cache_path``) and written to it
+        otherwise, so that runs differing only after pretraining (ablations, seeds of the game) pretrain once."""
+        if self.critics_pretrained:
+            return {}
+        if self.cfg.critic_pretrain_cache is None:
+            return self.pretrain_critics(generator, progress)
+        path = self.pretrain_cache_path(generator)
+        if path.is_file():
+            saved = torch.load(path, map_location=self.real.obs.device, weights_only=True)
+            self.critic.load_state_dict(saved["critic"])
+            self.critic_target.load_state_dict(saved["critic_target"])
+            generator.set_state(saved["generator"])
+            self.critics_pretrained = True
+            return saved["metrics"]
+        metrics = self.pretrain_critics(generator, progress)
+        state = {
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "generator": generator.get_state(),
+            "metrics": metrics,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
+        return metrics
 
     def update(self, real: Batch, model: Batch, generator) -> dict:
         """One ARMOR iteration: critics and model step on their losses, then actor and temperature. The
-        first call first pretrains the critics (``pretrain_critics``) unless that is done or disabled (the
-        trainer does it before its loop, ``prepare``; this covers an agent driven by hand)."""
-        pretrain = self.prepare(generator, self.cfg.progress)
+        first call first pretrains the critics (``pretrain_critics``, no cache) unless that is done or disabled
+        (the trainer does it before its loop, ``prepare``; this covers an agent driven by hand)."""
+        pretrain = {} if self.critics_pretrained else self.pretrain_critics(generator, self.cfg.progress)
         critic_loss, model_loss, metrics = self.losses(real, model, generator)
         metrics.update(pretrain)
         clear_grads(self.critic_opt)
         clear_grads(self.model_opt)
         self.backward(critic_loss, model_loss)
         adam_step(self.critic_opt)
+        project_weight_norms(self.critic, self.cfg.critic_norm_bound)
         adam_step(self.model_opt)
 
         obs = torch.cat([real.obs, model.obs], 0)
@@ -399,9 +498,15 @@ def make_agent(data, cfg: Config, dev, dyn: EnsembleDynamics, saved: dict | None
     else:
         gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
         reference = fit_bc(data.as_batch(), cfg.reference_updates, hidden_dims=cfg.hidden_dims, generator=gen)
-    v_max = float(data.rew.abs().max()) / (1.0 - cfg.gamma)
+    horizon = 1.0 / (1.0 - cfg.gamma)
+    v_max = float(data.rew.abs().max()) * horizon
+    # lightATAC main.py (--clip_v): the value range the backups are clipped to.
+    clip_hi = max(0.0, float(data.rew.max()) * horizon)
+    clip_lo = min(0.0, float(data.rew.min()) * horizon, clip_hi - horizon)
     term = termination_params(data.env_name).to(dev)
-    return ARMORAgent(reference, dyn, cfg, max(v_max, 1e-6), term.obs_low, term.obs_high, data.as_batch())
+    return ARMORAgent(
+        reference, dyn, cfg, max(v_max, 1e-6), term.obs_low, term.obs_high, data.as_batch(), (clip_lo, clip_hi)
+    )
 
 
 def train(cfg: Config | None, resume: str | None = None) -> dict:

@@ -516,3 +516,153 @@ def test_armor_actor_step_moves_the_mean_action_towards_higher_f1(monkeypatch):
         shift = (mean_action(moved) - mean_action(actor0)).mean(0)
         assert shift[0] > 0 and shift[1] < 0, shift
         assert f1_at_mean(moved) > f1_at_mean(actor0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The adversary's reach (issue 33): next states, termination, the critic stabilisers, the pretraining cache.
+
+
+def _agent_with(obs_low=None, obs_high=None, **fields):
+    torch.manual_seed(0)
+    cfg = replace(_agent().cfg, **fields)
+    low = torch.full((4,), -torch.inf) if obs_low is None else obs_low
+    high = torch.full((4,), torch.inf) if obs_high is None else obs_high
+    return armor.ARMORAgent(
+        TanhGaussianActor(4, 2, (16,)), EnsembleDynamics(4, 2, cfg.dynamics), cfg, 10.0, low, high, None, (-2.0, 2.0)
+    )
+
+
+def _state_mean_grad(agent, real, model):
+    """Gradient of the model's loss in the output-layer weights of the next-state means (columns 0..D-1)."""
+    _, model_loss, _ = agent.losses(real, model, torch.Generator().manual_seed(3))
+    model_loss.backward()
+    return agent.dyn.model.layers[-1].weight.grad[..., :4]
+
+
+def test_adversary_gradient_reaches_the_predicted_next_states(monkeypatch):
+    """With the fit term off, the model's next-state means are moved by the Bellman term alone: s'_M is a
+    reparameterised sample, not a detached or pinned state. Detaching it makes that gradient vanish."""
+    real, model = _batch(6, 1), _batch(6, 2)
+    grad = _state_mean_grad(_agent_with(model_fit_coef=0.0), real, model)
+    assert grad.abs().sum() > 0
+
+    step = armor.ARMORAgent.model_step
+
+    def pinned(self, obs, act, noise):
+        next_obs, *rest = step(self, obs, act, noise)
+        return (next_obs.detach(), *rest)
+
+    monkeypatch.setattr(armor.ARMORAgent, "model_step", pinned)
+    assert _state_mean_grad(_agent_with(model_fit_coef=0.0), real, model).abs().sum() == 0
+
+
+def test_state_fit_coef_weighs_the_state_nll_alone():
+    """``state_fit_coef`` replaces lambda on the state NLL only: the fit error is lambda * (w * nll + rew_err)
+    with w = state_fit_coef / lambda, and None keeps Algorithm 1's single lambda."""
+    mean, logvar = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[0.0, 2.0, 5.0]])
+    target = torch.tensor([[1.0, 1.0, 0.0]])
+    nll, rew = 0.5 * ((1.0 + 0.0) + (0.0 + 2.0)) / 2, (2.0 - 0.0) ** 2 / 16.0
+    got = armor.model_fit_error(mean, logvar, target, v_max=4.0, state_weight=0.25)
+    assert got.item() == pytest.approx(0.25 * nll + rew, rel=1e-6)
+    real, model = _batch(6, 1), _batch(6, 2)
+    same = [_agent_with(model_fit_coef=2.0, state_fit_coef=s) for s in (None, 2.0)]
+    losses = [a.losses(real, model, torch.Generator().manual_seed(3))[1] for a in same]
+    torch.testing.assert_close(losses[0], losses[1])
+    weak = _agent_with(model_fit_coef=2.0, state_fit_coef=1e-3).losses(real, model, torch.Generator().manual_seed(3))
+    assert not torch.allclose(weak[1], losses[0])
+
+
+def test_termination_cuts_the_bootstrap_in_the_adversary_loss():
+    """The chosen design: termination is the healthy box at s'_M, not differentiated; a terminal row has no
+    bootstrap. A box that every s'_M leaves therefore changes the adversary's loss to the no-bootstrap form, and
+    the next-state means then get no Bellman gradient at all (nothing depends on s'_M any more)."""
+    real, model = _batch(6, 1), _batch(6, 2)
+    open_box = _agent_with(model_fit_coef=0.0)
+    shut = _agent_with(model_fit_coef=0.0, obs_low=torch.full((4,), 1e6), obs_high=torch.full((4,), 2e6))
+    _, loss_open, _ = open_box.losses(real, model, torch.Generator().manual_seed(3))
+    _, loss_shut, _ = shut.losses(real, model, torch.Generator().manual_seed(3))
+    assert not torch.allclose(loss_open, loss_shut)
+    # By hand for the shut box: beta * sum_i mean_B (f_i(s, a) - r_M)^2 with r_M the model's sampled reward.
+    batch = armor.cat_batches(real, model)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        shut.actor(batch.obs, g)
+        noise = torch.randn(12, 5, generator=g)
+        _, rew, term, _, _ = shut.model_step(batch.obs, batch.act, noise)
+        q = shut.critic(batch.obs, batch.act)
+    assert term.eq(1).all()
+    torch.testing.assert_close(loss_shut, shut.cfg.bellman_coef * (q - rew).pow(2).mean(-1).sum())
+    assert _state_mean_grad(shut, real, model).abs().sum() == 0
+    assert _state_mean_grad(open_box, real, model).abs().sum() > 0
+
+
+def test_weight_norm_projection_holds_after_an_update():
+    """Proj_F: after an update every critic layer of every member has Frobenius norm <= the bound (which binds:
+    without it the norms exceed it), and the bound leaves biases and the model untouched."""
+    bound = 0.5
+    free = _agent_with()
+    free.update(_batch(8, 4), _batch(8, 5), torch.Generator().manual_seed(6))
+    projected = _agent_with(critic_norm_bound=bound)
+    projected.update(_batch(8, 4), _batch(8, 5), torch.Generator().manual_seed(6))
+    layers = [*projected.critic.net.hidden, projected.critic.net.out]
+    free_layers = [*free.critic.net.hidden, free.critic.net.out]
+    for layer, free_layer in zip(layers, free_layers):
+        norms = layer.weight.detach().norm(dim=(1, 2))
+        assert norms.shape == (2,) and (norms <= bound * (1 + 1e-6)).all()
+        assert (free_layer.weight.detach().norm(dim=(1, 2)) > bound).any()
+    torch.testing.assert_close(projected.dyn.model.layers[0].weight, free.dyn.model.layers[0].weight)
+
+
+def test_twin_min_target_and_value_clipping_reach_the_bellman_error():
+    """Twin-min: both critics regress on min(f1', f2') (by hand); clipping bounds each backup to [v_min, v_max]."""
+    q = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
+    rew, term = torch.tensor([0.5, -1.0]), torch.tensor([0.0, 0.0])
+    q_next = torch.tensor([[3.0, 1.0], [2.0, 4.0]])
+    got = armor.bellman_error(q, rew, term, q_next, q_next, gamma=0.5, residual_weight=0.0, v_min=-1.0, v_max=1.5)
+    backup = (rew + 0.5 * q_next).clamp(-1.0, 1.5)  # [[1.5, -0.5], [1.5, 1.0]]
+    torch.testing.assert_close(got, (q - backup).pow(2).mean(-1))
+    real, model = _batch(6, 1), _batch(6, 2)
+    plain, twin = _agent_with(), _agent_with(twin_min_target=True)
+    _, _, m_plain = plain.losses(real, model, torch.Generator().manual_seed(3))
+    _, _, m_twin = twin.losses(real, model, torch.Generator().manual_seed(3))
+    assert m_plain["train/bellman_error"] != m_twin["train/bellman_error"]
+    clipped = _agent_with(clip_value_targets=True)
+    assert clipped.value_range == (-2.0, 2.0) and plain.value_range == (-float("inf"), float("inf"))
+
+
+def test_sampled_reference_action_changes_the_pessimism_term():
+    real, model = _batch(6, 1), _batch(6, 2)
+    means = _agent_with().losses(real, model, torch.Generator().manual_seed(3))[2]["train/relative_pessimism"]
+    sampled = _agent_with(reference_action="sample").losses(real, model, torch.Generator().manual_seed(3))[2]
+    assert means != sampled["train/relative_pessimism"]
+
+
+def test_pretrained_critics_are_cached_and_continue_exactly(tmp_path):
+    """``prepare`` writes the pretrained critics and the generator state to the cache; a second agent built the
+    same way loads them instead of pretraining, ending with the same critics and generator state."""
+    g = torch.Generator().manual_seed(0)
+    n = 500
+    real = Batch(
+        torch.randn(n, 4, generator=g),
+        torch.rand(n, 2, generator=g) * 2 - 1,
+        torch.randn(n, generator=g),
+        torch.randn(n, 4, generator=g),
+        torch.zeros(n),
+    )
+    cfg = replace(_agent().cfg, batch_size=32, critic_pretrain_updates=50, critic_pretrain_cache=str(tmp_path / "c"))
+    bounds = (torch.full((4,), -torch.inf), torch.full((4,), torch.inf))
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        ref = TanhGaussianActor(4, 2, (16,))
+        agent = armor.ARMORAgent(ref, EnsembleDynamics(4, 2, cfg.dynamics), cfg, 10.0, *bounds, real=real)
+        gen = torch.Generator().manual_seed(5)
+        metrics = agent.prepare(gen)
+        assert agent.critics_pretrained and "pretrain/bellman_error" in metrics
+        states.append((agent.critic.state_dict(), agent.critic_target.state_dict(), gen.get_state()))
+        assert agent.prepare(gen) == {}
+    assert len(list((tmp_path / "c").glob("*.pt"))) == 1
+    for a, b in zip(states[0][:2], states[1][:2]):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert torch.equal(states[0][2], states[1][2])
