@@ -11,6 +11,8 @@ two blocks each, a smoke run rather than a measurement.
 """
 
 import math
+import statistics
+import time
 
 import torch
 
@@ -113,3 +115,63 @@ def test_armor_update_throughput(benchmark, bench_updates, bench_threads):
     res = benchmark.pedantic(time_interleaved, args=(fns, num // 2, BLOCK // 2), rounds=1, iterations=1)
     report_ratio(benchmark, res, "updates_per_s", bench_threads, batch_size=B, updates=num // 2)
     assert all(math.isfinite(float(v)) for v in metrics.values())
+
+
+def matmul_peak_flops(n: int, reps: int) -> float:
+    """float32 FLOP/s of an ``[n, n] @ [n, n]`` matmul on the current torch threads (median of ``reps``): the
+    machine's practical matmul peak that ``test_armor_update_peak_fraction`` divides by."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n**3 / statistics.median(times)
+
+
+def test_armor_update_peak_fraction(benchmark, bench_updates, bench_threads):
+    """FLOPs of one ARMOR iteration (``torch.utils.flop_counter.FlopCounterMode``: matmuls, forward and
+    backward) at its default sizes, its achieved FLOP/s over ``bench_updates`` updates, and that against the
+    float32 matmul peak measured in the same run (a 2048^3 matmul, before and after; the larger is used)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from algos.armor import ARMORAgent, Config
+    from engine.dynamics import EnsembleDynamics
+    from engine.nets import TanhGaussianActor
+
+    cfg = Config()
+    halves = [(Batch(*(t[: B // 2] for t in b)), Batch(*(t[B // 2 :] for t in b))) for b in random_batches(8, 0)]
+    torch.manual_seed(0)
+    bounds = (torch.full((D,), -torch.inf), torch.full((D,), torch.inf))
+    reference, model = TanhGaussianActor(D, A, cfg.hidden_dims), EnsembleDynamics(D, A, cfg.dynamics)
+    agent = ARMORAgent(reference, model, cfg, 1e3, *bounds)
+    g = torch.Generator().manual_seed(1)
+    for i in range(3):
+        agent.update(*halves[i], g)
+    with FlopCounterMode(display=False) as counter:
+        agent.update(*halves[3], g)
+    flops = counter.get_total_flops()
+    n, reps = (2048, 5) if not benchmark.disabled else (256, 2)
+    peak_before = matmul_peak_flops(n, reps)
+
+    def run():
+        t0 = time.perf_counter()
+        for i in range(bench_updates):
+            agent.update(*halves[i % 8], g)
+        return time.perf_counter() - t0
+
+    wall = benchmark.pedantic(run, rounds=1, iterations=1)
+    peak = max(peak_before, matmul_peak_flops(n, reps))
+    achieved = flops * bench_updates / wall
+    benchmark.extra_info.update(
+        machine=machine(),
+        threads=bench_threads,
+        gflop_per_update=flops / 1e9,
+        updates_per_s=bench_updates / wall,
+        achieved_gflops=achieved / 1e9,
+        peak_gflops=peak / 1e9,
+        peak_fraction=achieved / peak,
+    )
+    assert flops > 1e9  # ~2.4 GFLOP of critic matmuls alone (RESULTS)
+    assert 0 < achieved / peak < 2
