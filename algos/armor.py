@@ -193,16 +193,22 @@ def bellman_error(
     return (1.0 - residual_weight) * td + residual_weight * residual
 
 
-def model_fit_error(
-    mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor, v_max: float, state_weight: float = 1.0
-) -> torch.Tensor:
-    """E_D(M): Gaussian NLL of the next-state delta (constants dropped, mean over dims), times ``state_weight``,
-    plus the squared reward error scaled by V_max^2. ``mean, logvar, target: [B, D+1]`` ([delta obs, reward]);
-    returns a 0-d tensor."""
+def model_fit_terms(
+    mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor, v_max: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two parts of E_D(M), each a 0-d mean over rows: the Gaussian NLL of the next-state delta (constants
+    dropped, mean over dims) and the squared reward error scaled by V_max^2. ``mean, logvar, target: [B, D+1]``
+    ([delta obs, reward])."""
     d = mean.shape[-1] - 1
     nll = 0.5 * ((mean[:, :d] - target[:, :d]).pow(2) * torch.exp(-logvar[:, :d]) + logvar[:, :d]).mean(-1)
     rew_err = (mean[:, d] - target[:, d]).pow(2) / v_max**2
-    return (state_weight * nll + rew_err).mean()
+    return nll.mean(), rew_err.mean()
+
+
+def model_fit_error(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor, v_max: float) -> torch.Tensor:
+    """E_D(M) = NLL + reward error (``model_fit_terms``), a 0-d tensor; ``mean, logvar, target: [B, D+1]``."""
+    nll, rew_err = model_fit_terms(mean, logvar, target, v_max)
+    return nll + rew_err
 
 
 def project_weight_norms(module: torch.nn.Module, bound: float) -> None:
@@ -339,9 +345,10 @@ class ARMORAgent(Agent):
         bell_model = bellman_error(q.detach(), rew, term, q_next_target, q_next, cfg.gamma, w, v_lo, v_hi)
         # E_D(M) on the real rows, which lead D_M's batch: the model's outputs there are already computed.
         fit_mean, fit_logvar = mean[: real.obs.shape[0]], logvar[: real.obs.shape[0]]
-        state_weight = 1.0 if cfg.state_fit_coef is None else cfg.state_fit_coef / max(cfg.model_fit_coef, 1e-30)
-        fit = model_fit_error(fit_mean, fit_logvar, targets_of(real), self.v_max, state_weight)
-        model_loss = cfg.bellman_coef * (bell_model.sum() + cfg.model_fit_coef * fit)
+        nll, rew_err = model_fit_terms(fit_mean, fit_logvar, targets_of(real), self.v_max)
+        state_coef = cfg.model_fit_coef if cfg.state_fit_coef is None else cfg.state_fit_coef
+        model_loss = cfg.bellman_coef * (bell_model.sum() + state_coef * nll + cfg.model_fit_coef * rew_err)
+        fit = nll + rew_err
         metrics = {
             "train/relative_pessimism": rel.detach().mean(),
             "train/bellman_error": bell_critic.detach().mean(),

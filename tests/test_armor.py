@@ -557,14 +557,17 @@ def test_adversary_gradient_reaches_the_predicted_next_states(monkeypatch):
 
 
 def test_state_fit_coef_weighs_the_state_nll_alone():
-    """``state_fit_coef`` replaces lambda on the state NLL only: the fit error is lambda * (w * nll + rew_err)
-    with w = state_fit_coef / lambda, and None keeps Algorithm 1's single lambda."""
+    """``state_fit_coef`` replaces lambda on the state NLL only: the model's fit loss is
+    state_fit_coef * nll + lambda * rew_err, and None keeps Algorithm 1's single lambda on both."""
     mean, logvar = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[0.0, 2.0, 5.0]])
     target = torch.tensor([[1.0, 1.0, 0.0]])
-    nll, rew = 0.5 * ((1.0 + 0.0) + (0.0 + 2.0)) / 2, (2.0 - 0.0) ** 2 / 16.0
-    got = armor.model_fit_error(mean, logvar, target, v_max=4.0, state_weight=0.25)
-    assert got.item() == pytest.approx(0.25 * nll + rew, rel=1e-6)
+    nll, rew = armor.model_fit_terms(mean, logvar, target, v_max=4.0)
+    assert nll.item() == pytest.approx(0.5 * ((1.0 + 0.0) + (0.0 + 2.0)) / 2, rel=1e-6)
+    assert rew.item() == pytest.approx((2.0 - 0.0) ** 2 / 16.0, rel=1e-6)
     real, model = _batch(6, 1), _batch(6, 2)
+    # With lambda = 0 the state weight still applies: the fit term then moves the model on its own.
+    weighted = _state_mean_grad(_agent_with(model_fit_coef=0.0, state_fit_coef=5.0), real, model)
+    assert not torch.allclose(weighted, _state_mean_grad(_agent_with(model_fit_coef=0.0), real, model))
     same = [_agent_with(model_fit_coef=2.0, state_fit_coef=s) for s in (None, 2.0)]
     losses = [a.losses(real, model, torch.Generator().manual_seed(3))[1] for a in same]
     torch.testing.assert_close(losses[0], losses[1])
