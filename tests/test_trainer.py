@@ -230,14 +230,16 @@ def test_the_penalty_reaches_the_model_buffer(tiny_dataset, tmp_path, monkeypatc
         run.close()
 
 
-def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(bad, tiny_dataset, tmp_path, monkeypatch):
+    """NaN and +inf each stop the run, in a metric and in a parameter (a check for NaN alone misses +inf)."""
     cfg = tiny(mopo, tiny_dataset, tmp_path / "run")
     update = mopo.MOPOAgent.update
 
     def diverging(self, real, model, generator):
         metrics = update(self, real, model, generator)
         if int(self.sac.critic_opt.state_dict()["state"][0]["step"]) > 25:  # from update 26 on
-            metrics["train/critic_loss"] = metrics["train/critic_loss"] * float("nan")
+            metrics["train/critic_loss"] = torch.full_like(metrics["train/critic_loss"], bad)
         return metrics
 
     monkeypatch.setattr(mopo.MOPOAgent, "update", diverging)
@@ -248,10 +250,11 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tin
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 20
     monkeypatch.setattr(mopo.MOPOAgent, "update", update)
 
-    def poison(self, real, model, generator):  # a parameter, not a metric, goes bad
-        metrics = update(self, real, model, generator)
-        with torch.no_grad():
-            self.actor.trunk[0].weight[0, 0] = float("inf")
+    def poison(self, real, model, generator):  # a parameter, not a metric, goes bad at update 20, just before
+        metrics = update(self, real, model, generator)  # the checkpoint, so that no other value is NaN yet
+        if int(self.sac.critic_opt.state_dict()["state"][0]["step"]) == 20:
+            with torch.no_grad():
+                self.actor.trunk[0].weight[0, 0] = bad
         return metrics
 
     monkeypatch.setattr(mopo.MOPOAgent, "update", poison)
