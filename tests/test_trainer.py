@@ -219,7 +219,8 @@ def test_the_seed_decides_armors_initial_critic_and_actor(tiny_dataset, tmp_path
 
 
 class _Built(Exception):
-    """Raised by the recording learner below to stop ``bc.train`` once its policy is built."""
+    """Raised by the recording learner below to stop ``bc.train`` at its first update (inside the run's ``try``,
+    so the run closes its logger)."""
 
 
 def test_the_seed_decides_bcs_initial_policy(tiny_dataset, tmp_path, monkeypatch):
@@ -231,6 +232,8 @@ def test_the_seed_decides_bcs_initial_policy(tiny_dataset, tmp_path, monkeypatch
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             built.append({n: t.clone() for n, t in self.actor.state_dict().items()})
+
+        def step(self, batch, generator=None):
             raise _Built
 
     monkeypatch.setattr(bc, "BCLearner", Recording)
