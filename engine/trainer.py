@@ -32,8 +32,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from engine import checkpoint
-from engine import data as datasets
+from engine import checkpoint, data
 from engine.agent import MakeAgent
 from engine.buffer import ReplayBuffer
 from engine.config import to_dict
@@ -49,7 +48,7 @@ from kernels import rollout_step
 class ModelBasedConfig:
     """Fields every model-based algorithm shares (each is a CLI flag: ``--num-updates``)."""
 
-    dataset: str = datasets.DEFAULT_DATASET
+    dataset: str = data.DEFAULT_DATASET
     """Minari dataset id (simloop ids are generated locally when missing)."""
     seed: int = 0
     """Seed of every random choice: network initialisation, sampling, rollouts, evaluation episodes, and the
@@ -266,7 +265,7 @@ class ModelBasedRun:
         self.prior_threads = torch.get_num_threads()
         torch.set_num_threads(cfg.num_threads)
         dev = self.device = torch.device(cfg.device)
-        self.data = datasets.load(cfg.dataset, device=dev)
+        self.data = data.load(cfg.dataset, device=dev)
         self.real = self.data.as_batch()
         if self.data.env_name is None:
             raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
