@@ -1,4 +1,4 @@
-"""The simloop side of the peer adapters (bench/peers): the dataset export and the scoring of TorchScript snapshots.
+"""The simloop side of the peer adapters (peers/): the dataset export and the scoring of TorchScript snapshots.
 The peer scripts themselves run in the peers' own venvs and are not exercised here."""
 
 import csv
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.peers import export_data, score
-from bench.peers.peer_common import (
+from engine import data
+from peers import export_data, score
+from peers.peer_common import (
     PeerRecord,
     load_dataset,
     resume_args,
@@ -18,7 +19,6 @@ from bench.peers.peer_common import (
     set_rng_state,
     snapshot_path,
 )
-from engine import data
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is the exchange format
 
