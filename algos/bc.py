@@ -30,10 +30,10 @@ import torch
 from tqdm import tqdm
 
 from engine import checkpoint
-from engine import data as datasets
 from engine.batch import Batch
 from engine.cli import run_cli
 from engine.config import to_dict
+from engine.data import DATASETS, DEFAULT_DATASET, load
 from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir, machine_info
 from engine.nets import TanhGaussianActor
@@ -47,7 +47,7 @@ ALGO = "bc"
 class Config:
     """BC run configuration (every field is a CLI flag)."""
 
-    dataset: str = datasets.DEFAULT_DATASET
+    dataset: str = DEFAULT_DATASET
     """Minari dataset id (simloop ids are generated locally when missing)."""
     seed: int = 0
     """Seed of the network, minibatches and evaluation."""
@@ -225,7 +225,7 @@ def train(cfg: Config | None, resume: str | None = None) -> dict:
     prior_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads)
     t0 = time.perf_counter()
-    data = datasets.load(cfg.dataset, device=cfg.device)
+    data = load(cfg.dataset, device=cfg.device)
     if data.env_name is None:
         raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
     logger = RunLogger(run_dir, resume_step=None if ckpt is None else ckpt["step"])
@@ -310,7 +310,7 @@ def train(cfg: Config | None, resume: str | None = None) -> dict:
         torch.set_num_threads(prior_threads)
 
 
-PRESETS: dict[str, Config] = {key: Config(dataset=key) for key in datasets.DATASETS}
+PRESETS: dict[str, Config] = {key: Config(dataset=key) for key in DATASETS}
 """Per-dataset configs (``--dataset ID``); BC's hyperparameters are the same on every dataset."""
 BUDGETS = {"fast": lambda cfg: replace(cfg, num_updates=5_000, eval_episodes=5)}
 """``--fast``: 5,000 updates."""

@@ -94,7 +94,7 @@ for _env, _hp in _COMBO_HPARAMS.items():
             dataset=_id, rollout=RolloutConfig(horizon=_h), conservative_coef=_beta, dynamics=RECORDED_DYNAMICS
         )
 BUDGETS = {"fast": fast_budget(num_updates=3_000)}
-"""``--fast``: the whole job in minutes (COMBO's update costs about 3x SAC's)."""
+"""``--fast``: the whole job in minutes (bench/RESULTS.md has COMBO's update cost against SAC's)."""
 
 
 def conservative_penalty(

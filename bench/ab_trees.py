@@ -6,8 +6,8 @@ machine (run it alternately in a worktree of each, with nothing else on the core
 
 Prints one JSON line: the median of 3 rollout phases (N=50,000 start states, H=5, E=7 members of 4x200,
 HalfCheetah dims, the policy in the loop; transitions/s) and of 3 blocks of 200 SAC updates (batch 256,
-2x256 networks; ms per update), at 1 torch thread. It imports only names that exist before and after the
-2026-12-03 restructuring (``Batch`` from ``engine.batch`` or, before, ``engine.buffer``).
+2x256 networks; ms per update), at 1 torch thread. It imports only names that both trees hold: ``Batch`` comes
+from ``engine.batch``, or from ``engine.buffer`` in an older tree.
 """
 
 import json

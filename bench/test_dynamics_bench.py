@@ -26,8 +26,8 @@ import torch
 
 from bench.conftest import bench_size, machine, time_interleaved
 from bench.plain_dynamics import PlainEnsemble
-from engine import data as datasets
 from engine.batch import Batch
+from engine.data import load
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, targets_of
 
 D, A = 17, 6
@@ -55,7 +55,7 @@ def dynamics_data() -> tuple[Batch, str]:
     """``(data, description)``: ``SIMLOOP_BENCH_DYN_N`` random transitions of the dataset, or of a random system."""
     n = int(os.environ.get("SIMLOOP_BENCH_DYN_N", "2000"))
     try:
-        full = datasets.load(DATASET, generate_missing=False).as_batch()
+        full = load(DATASET, generate_missing=False).as_batch()
     except Exception as e:  # noqa: BLE001 - not generated here (or unreadable): say so, use random data
         return random_system(n or FULL_SIZE), f"random smooth system, D={D}, A={A} ({DATASET} not loaded: {e})"
     if not n:

@@ -25,8 +25,8 @@ from kernels.rollout_step_cpu import rollout_step_cpu
 
 E, D, A, K, LAYERS = 7, 17, 6, 200, 4
 PEAK_SIZE = 2048
-"""Square float32 matmul for the peak: large enough for MKL's / cuBLAS's best kernel (2048 and
-4096 gave the same GFLOP/s here, 79 vs 79)."""
+"""Square float32 matmul for the peak: large enough for MKL's / cuBLAS's best kernel (4096 gives the same
+GFLOP/s on the CPU; bench/RESULTS.md)."""
 PEAK_CALLS = 4
 """Matmuls per timed peak call (~0.2 s each on one core), so one timed block lasts about as long as a step."""
 

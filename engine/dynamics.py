@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from engine.batch import Batch
-from engine.data import DEFAULT_DATASET
+from engine.data import DEFAULT_DATASET, load
 from engine.nets import EnsembleLinear, adam_step, clear_grads, make_adam
 from kernels import EnsembleParams, ensemble_forward
 
@@ -435,14 +435,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     import tyro
 
-    from engine import data as datasets
-
     cfg = tyro.cli(FitConfig, args=argv, prog="python -m engine.dynamics", description=FitConfig.__doc__)
     if cfg.num_threads < 1:
         sys.exit(f"python -m engine.dynamics: error: num_threads must be >= 1, got {cfg.num_threads}")
     torch.set_num_threads(cfg.num_threads)
     try:
-        data = datasets.load(cfg.dataset, device=cfg.device)
+        data = load(cfg.dataset, device=cfg.device)
         dyn_cfg = cfg.dynamics.seeded(cfg.seed)
         _, info = fit_or_load(data.as_batch(), cfg.dataset, dyn_cfg, cfg.cache_dir, device=cfg.device)
     except (ValueError, FileNotFoundError) as e:

@@ -82,7 +82,7 @@ def evaluate(
 
     t0 = time.perf_counter()
     # Small policy batches: one torch thread is far faster than several that spin against the
-    # other work of the machine (measured here: 0.16 ms vs 12.7 ms per call on a busy 2-core box).
+    # other work of the machine (bench/RESULTS.md).
     prior_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     envs = [make_env(spec.gym_id, **make_kwargs) for _ in range(num_envs)]

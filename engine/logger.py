@@ -90,6 +90,20 @@ class RunLogger:
         self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, step: int, metrics: dict) -> dict[str, float]:
+        """Record one row of metrics at ``step``.
+
+        Args:
+            step: the run's gradient step (the row's ``step`` column and TensorBoard's x-axis).
+            metrics: flat ``{namespaced key: float or 0-d tensor}``; tensors are read here (``.item()``).
+        Returns:
+            the row as floats (NaN and inf kept as they are: the caller decides what a non-finite value means).
+
+        Every value goes to TensorBoard (flushed). ``metrics.csv`` is then rewritten whole: header ``step`` and the
+        sorted union of every key logged so far (a key that first appears later adds a column; rows without it
+        leave the cell empty), one line per row. The rewrite goes to ``metrics.tmp`` and replaces ``metrics.csv``
+        in one rename, so a run killed at any moment leaves a complete, readable file; it costs one pass over the
+        rows so far per call (a row per ``log_interval`` steps).
+        """
         values = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
         for k, v in values.items():
             self.tb.add_scalar(k, v, step)
@@ -116,9 +130,12 @@ class RunLogger:
             w.writerows(rows)
 
     def write_json(self, name: str, obj) -> None:
+        """Write ``obj`` (plain data or dataclasses, ``engine.config.to_dict``) as indented JSON to ``run_dir/name``,
+        through a temporary file and one rename (never a half-written file)."""
         tmp = self.dir / (name + ".tmp")
         tmp.write_text(json.dumps(to_dict(obj), indent=2))
         tmp.replace(self.dir / name)
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer (the csv files are complete after every call)."""
         self.tb.close()

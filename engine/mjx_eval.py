@@ -41,7 +41,7 @@ stages with a single ``mjx.forward`` in its body. The arithmetic is that of
 ``mujoco/mjx/_src/forward.py::rungekutta4`` + ``_advance`` in mujoco-mjx 3.17 for hinge and slide joints
 without actuator activations (``load_model`` checks this). Measured (Hopper, vmap over 4 episodes): it
 agrees with ``mjx.step`` to 7e-15 over 40 steps in float64 (not bitwise: XLA fuses the two programs
-differently), and lowering + compiling takes 32 s of CPU time instead of 69 s.
+differently), and it lowers and compiles in about half the time (bench/RESULTS.md).
 
 Speed note, not acted on: MJX's Newton line search is a fixed-length ``lax.scan`` over
 ``opt.ls_iterations`` (50 in these models) of ``lax.cond``, and under ``vmap`` a ``cond`` evaluates both

@@ -88,10 +88,17 @@ class SAC:
             return batch.rew + self.cfg.gamma * (1.0 - batch.terminal) * v_next
 
     def update_critic(self, batch: Batch, extra_loss=None, generator=None) -> dict[str, torch.Tensor]:
-        """One critic step on the mean squared Bellman error of every critic (Eq. 5).
+        """One critic step on the mean squared Bellman error of every critic (Eq. 5), summed over the E critics.
 
-        ``extra_loss(batch, q: [E, B]) -> 0-d tensor`` is added to the loss (COMBO's
-        conservative term plugs in here).
+        Args:
+            batch: the update's rows (``Batch`` of ``[B, ...]`` tensors).
+            extra_loss: ``extra_loss(batch, q) -> (loss, metrics)`` with ``q: [E, B]`` the critics' Q-values on
+                ``batch`` (with their graph): ``loss`` (0-d tensor) is added to the Bellman loss before the step
+                and ``metrics`` (a dict of 0-d tensors, detached) joins the returned metrics. COMBO's
+                conservative term plugs in here.
+            generator: draws the next actions of the target (``critic_target_value``).
+        Returns:
+            ``train/critic_loss`` (the Bellman loss alone), ``train/q_mean`` and ``extra_loss``'s metrics, 0-d tensors.
         """
         target = self.critic_target_value(batch, generator)
         q = self.critic(batch.obs, batch.act)  # [E, B]

@@ -32,8 +32,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from engine import checkpoint
-from engine import data as datasets
+from engine import checkpoint, data
 from engine.agent import MakeAgent
 from engine.buffer import ReplayBuffer
 from engine.config import to_dict
@@ -49,7 +48,7 @@ from kernels import rollout_step
 class ModelBasedConfig:
     """Fields every model-based algorithm shares (each is a CLI flag: ``--num-updates``)."""
 
-    dataset: str = datasets.DEFAULT_DATASET
+    dataset: str = data.DEFAULT_DATASET
     """Minari dataset id (simloop ids are generated locally when missing)."""
     seed: int = 0
     """Seed of every random choice: network initialisation, sampling, rollouts, evaluation episodes, and the
@@ -82,7 +81,7 @@ class ModelBasedConfig:
     """Episodes of the final evaluation (intermediate ones use half, at least 1)."""
     eval_backend: Literal["cpu", "mjx"] = "cpu"
     """True-environment evaluation: "cpu" (Gymnasium MuJoCo, the default without a GPU) or "mjx" (all
-    episodes in parallel in one compiled JAX loop; fast on a GPU, compiles for ~30-80 s first)."""
+    episodes in parallel in one compiled JAX loop; fast on a GPU once compiled, on first use in a process)."""
     log_interval: int = 1_000
     """Gradient steps between metric rows."""
     checkpoint_interval: int = 10_000
@@ -169,8 +168,8 @@ def _nonfinite(state, prefix: str = "") -> str | None:
 OFF_DATA_WARN_FRAC = 0.1
 """``ModelBasedRun.evaluate`` warns when more than this fraction of the evaluation's steps lie beyond the data's
 99th-percentile uncertainty (a policy that stays where the data is has ~0.01): the policy has left the data,
-where the learned simulator's predictions, and so its training signal, are not to be trusted. On
-``simloop/walker2d/medium-v0`` MOPO's two collapsed evaluations had 0.25; the others 0-0.02 (README)."""
+where the learned simulator's predictions, and so its training signal, are not to be trusted (bench/RESULTS.md
+has the fractions of recorded runs)."""
 
 
 def off_data_warning(
@@ -266,7 +265,7 @@ class ModelBasedRun:
         self.prior_threads = torch.get_num_threads()
         torch.set_num_threads(cfg.num_threads)
         dev = self.device = torch.device(cfg.device)
-        self.data = datasets.load(cfg.dataset, device=dev)
+        self.data = data.load(cfg.dataset, device=dev)
         self.real = self.data.as_batch()
         if self.data.env_name is None:
             raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")

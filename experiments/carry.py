@@ -21,7 +21,7 @@ continued with ``--resume``. What is packed:
 
 Packing again overwrites the carried copy (a later step of the same run). Once the run is finished and its
 record added (``python -m experiments.records add``), delete ``checkpoints/<run name>/`` from the tree.
-Peers' runs (``bench/peers/``) carry their own way (``bench/peers/README.md``).
+Peers' runs (``peers/``) carry their own way (``peers/README.md``).
 """
 
 from __future__ import annotations

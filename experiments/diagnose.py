@@ -30,8 +30,8 @@ import tyro
 
 from algos import algo_module
 from engine import checkpoint
-from engine import data as datasets
 from engine.config import from_dict
+from engine.data import load
 from engine.dynamics import fit_or_load, targets_of
 from engine.envs import get_env_spec, make_env
 from engine.termination import is_terminal, termination_params
@@ -79,7 +79,7 @@ def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
     ckpt = checkpoint.load(Path(run_dir) / "checkpoint.pt")
     mod = algo_module(ckpt["algo"])
     cfg = with_dynamics_seed(from_dict(mod.Config, ckpt["config"]))
-    data = datasets.load(cfg.dataset)
+    data = load(cfg.dataset)
     real = data.as_batch()
     dyn, _ = fit_or_load(real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, progress=False)
     torch.manual_seed(cfg.seed)

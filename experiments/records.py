@@ -35,7 +35,7 @@ BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 RECORD_FILES = ("config.json", "metrics.csv", "summary.json", "episodes.csv")
 """The files of a run directory that make its record."""
 OPTIONAL_FILES = ("peer_run.json", "diagnosis_step*.json")
-"""Copied too where present: a peer run's settings and timings (``bench/peers``), ``experiments.diagnose`` output."""
+"""Copied too where present: a peer run's settings and timings (``peers/``), ``experiments.diagnose`` output."""
 LAST_EVALS = 5
 """The table's steadier figure: the mean of a run's last this-many evaluations (hopper and walker2d curves swing
 between evaluations, so the final one alone can mislead)."""

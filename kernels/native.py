@@ -1,17 +1,12 @@
 """Native (C) helpers of the "cpu" rollout backend, built on first use with the system C compiler
-and loaded with ctypes: no build step at install time, no torch headers (the build takes well
-under a second).
+and loaded with ctypes: no build step at install time, no torch headers.
 
-It holds an AVX2 + FMA in-place SiLU (``kernels/csrc/silu.c``) for the rollout backend, 2.2x faster
-than ATen's ``F.silu`` here (0.48 against 1.04 ns per element on a ``[1024, 200]`` activation, AMD EPYC
-Zen 3, 1 thread): ATen's vectorised SiLU calls Sleef's 1-ulp ``exp``; this one uses a degree-6
+It holds an AVX2 + FMA in-place SiLU (``kernels/csrc/silu.c``) for the rollout backend, faster than
+ATen's ``F.silu``: ATen's vectorised SiLU calls Sleef's 1-ulp ``exp``; this one uses a degree-6
 polynomial (Cephes' ``expf`` coefficients) with ~2 ulp error, which the backend's tolerances
-against the reference absorb (tests/test_native.py measures it).
-
-Measured and dropped: the same SiLU with a native backward (an autograd Function) in the dynamics
-ensemble's training. Forward + backward of a ``[7, 256, 200]`` activation took 0.92 against 1.37 ms,
-but the whole minibatch step gained only 1.007x (1 thread) and 1.009x (2 threads) against ATen's
-SiLU, interleaved in one run (bench/test_dynamics_bench.py, 400 and 300 steps, 2026-12-01).
+against the reference absorb (tests/test_native.py measures it). Forward only: the dynamics ensemble's
+training keeps ATen's SiLU and its backward. bench/RESULTS.md has the speeds, and the native backward that
+was measured and dropped.
 
 The shared library is cached under ``$SIMLOOP_CACHE_DIR`` (default ``$XDG_CACHE_HOME/simloop`` or
 ``~/.cache/simloop``) in a directory named by the hash of the source and the compiler command, so

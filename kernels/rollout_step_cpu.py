@@ -12,37 +12,11 @@ PETS / MBPO / MOPO), organised for the cache and for BLAS.
   ``variance``). The std of only the chosen member is computed for the sample; the aleatoric
   uncertainty needs every member's variance sum.
 
-Where the time goes (one member, 1024 rows, CPU time, 1 thread, AMD EPYC Zen 3 shared with other
-jobs, torch 2.13 + MKL): hidden ``addmm`` 3 x 1.46 ms (56 GFLOP/s, as fast as a plain ``mm``),
-first layer 0.23 ms (41 GFLOP/s: inner dimension D+A = 23), last layer 0.39 ms (38 GFLOP/s: 36
-outputs), SiLU 4 x 0.38 ms with ATen's ``F.silu`` (~1-2 ns per element: Sleef's 1-ulp ``exp`` and
-a division), i.e. ~24% of the forward. Hence the native AVX2 SiLU (``kernels/native.py``,
-``kernels/csrc/silu.c``: a polynomial ``exp``, ~0.5 ns per element, on torch's own OpenMP threads):
-timed interleaved with the ATen SiLU (bench/RESULTS.md, 2026-12-01, 9 rounds), the step went from
-0.77 to 0.82 of the 2048^3 matmul peak at 1 thread and from 0.75 to 0.80 at 2 threads (1.06-1.08x;
-shorter runs minutes before: 0.78 to 0.90, 0.76 to 0.85). The first version split the
-SiLU over fresh pthreads and lost at 2 threads (0.56 against 0.73): torch's OpenMP workers spin
-after each GEMM and took the second core from them.
-
-Measured alternatives that lost (same machine, interleaved in one run each, N=10,000 rows unless
-said otherwise, E=7, K=200, D=17, A=6):
-- ``bmm`` over members per chunk (``[E, rows, K]`` layouts): 0.60 of the 2048^3 matmul peak
-  against 0.69 for the per-member loop at 1024 rows (wall clock).
-- The first layer as one ``[rows, D+A] @ [D+A, E*K]`` matmul shared by all members: 0.62-0.64
-  against 0.66-0.67 per member: the strided ``[rows, K]`` views it leaves feed the next ``addmm``
-  more slowly than a contiguous buffer, and it keeps the small inner dimension D+A = 23.
-- Folding the bias into the matmul with a ones column: 46 against 54 GFLOP/s (CPU time); MKL's
-  ``addmm`` already costs the same as ``mm`` here (78.3 vs 77.4 GFLOP/s), and K+1 = 201 misaligns rows.
-- ``torch.compile`` (inductor) of a member's layer stack, with ``F.silu`` or a polynomial exp:
-  19.2 / 18.7 against 21.5 GFLOP/s eager (wall clock); inductor calls the same MKL ``addmm``, and
-  its SiLU loop (Sleef or polynomial exp) is no faster than ATen's (1.08-1.18 vs 1.07-1.24 ns
-  per element).
-- ``torch.compile`` of the tail: 0.67 ms against 0.9-1.45 ms eager per 1024-row chunk (CPU time),
-  under 2% of the step (a chunk's forward takes ~40 ms of CPU time), for ~19 s of compilation per
-  process and per variant (uncertainty kind, bounds given): not worth it. numba (0.68, no SVML on
-  this machine) loses outright: a fused bias + SiLU loop took 2.5 ms against ATen's 0.43 ms, as
-  LLVM calls a scalar ``exp``; it would also be a new dependency. (The native SiLU above is C with
-  explicit AVX2 intrinsics, which is what numba's scalar ``exp`` could not give.)
+Every hidden layer's SiLU is ``kernels.native.silu_`` (a polynomial ``exp`` in AVX2, on torch's own OpenMP
+threads), which falls back to ATen's ``F.silu`` where it is unavailable (``native_silu=False`` asks for
+``F.silu``). Where the time goes, what the native SiLU gained and the
+layouts measured against this one (``bmm`` over members, one first layer shared by all members, the bias
+folded into the matmul, ``torch.compile`` of the layers or of the tail, numba): bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -54,10 +28,8 @@ from kernels import native
 from kernels.params import UNCERTAINTIES, EnsembleParams, StepOutput, Uncertainty
 
 CHUNK_ROWS = 1024
-"""Rows per chunk and per thread. Measured (whole step, fraction of the 2048^3 matmul peak, CPU
-time, 9 interleaved rounds, N=10,000, 1 thread): 256 rows 0.51, 512 0.63, 1024 0.63, 2048 0.58,
-4096 0.58 (an earlier wall-clock run: all 10,000 rows at once 0.52). 1024 keeps the two activation
-buffers (2 x 800 KB) near the 1 MB L2, the member's weights in L3."""
+"""Rows per chunk and per thread: 1024 keeps the two activation buffers (2 x 800 KB) near the 1 MB L2 and the
+member's weights in L3 (bench/RESULTS.md has the step's speed at 256 to 4096 rows)."""
 
 
 def variance(raw: torch.Tensor, inv_var_max: torch.Tensor, var_min: torch.Tensor) -> torch.Tensor:
@@ -95,10 +67,9 @@ def _tail(
 ) -> None:
     """The epilogue on one chunk: ``head: [E, n, 2 (D+1)]`` contiguous (mean | raw log-variance),
     ``member: [n]`` int64 -> writes ``out = (next_obs [n, D], reward [n], uncertainty [n],
-    terminal [n])`` in place. Written with few, cheap ops: at ~1000 rows per chunk each op costs
-    ~10-50 us, so ``index_select`` replaces advanced indexing (20 vs 52 us) and one
-    ``x - x`` sum per row (0 for finite rows, NaN otherwise) replaces ``isfinite(x).all(-1)``
-    (~100 us)."""
+    terminal [n])`` in place. Written with few, cheap ops, as at ~1000 rows per chunk each op's fixed cost
+    counts: ``index_select`` replaces advanced indexing and one ``x - x`` sum per row (0 for finite rows, NaN
+    otherwise) replaces ``isfinite(x).all(-1)`` (bench/RESULTS.md has their costs)."""
     e, n, width = head.shape
     d1 = width // 2
     d = d1 - 1

@@ -38,8 +38,8 @@ import torch
 from kernels.params import UNCERTAINTIES, EnsembleParams, StepOutput, Uncertainty
 
 triton = tl = _sum_combine = None
-"""Imported on first use by ``_import_triton`` (importing triton takes ~0.75 s, which CPU-only users
-of ``kernels`` should not pay); the kernels' bodies read ``tl`` and ``_sum_combine`` from here."""
+"""Imported on first use by ``_import_triton`` (importing triton is slow, a cost that CPU-only users of ``kernels``
+should not pay; bench/RESULTS.md); the kernels' bodies read ``tl`` and ``_sum_combine`` from here."""
 
 
 def _import_triton() -> bool:

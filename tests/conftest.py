@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from engine import data as datasets
+from engine import data
 from engine.dynamics import DynamicsConfig
 from engine.rollout import RolloutConfig
 
@@ -42,7 +42,7 @@ def tiny_dataset(tmp_path, monkeypatch):
     working directory is tmp_path so run and dynamics caches stay there."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     monkeypatch.chdir(tmp_path)
-    datasets.make_dataset("simloop/halfcheetah/random-v0", num_episodes=3, max_episode_steps=200, progress=False)
+    data.make_dataset("simloop/halfcheetah/random-v0", num_episodes=3, max_episode_steps=200, progress=False)
     return "simloop/halfcheetah/random-v0"
 
 

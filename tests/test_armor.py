@@ -11,8 +11,8 @@ import torch
 
 from algos import armor, bc
 from bench.plain_armor import PlainARMORAgent
-from engine import data as datasets
 from engine.batch import Batch
+from engine.data import DATASETS
 from engine.dynamics import DynamicsConfig, EnsembleDynamics
 from engine.nets import TanhGaussianActor
 from engine.policy_io import save_policy
@@ -251,7 +251,7 @@ def test_bad_config_and_reference(tiny_dataset, tmp_path):
     )
     with pytest.raises(ValueError, match="reference .* has dims"), pytest.warns(UserWarning, match="objective 'mse'"):
         armor.train(cfg)
-    assert set(datasets.DATASETS) <= set(armor.PRESETS) and set(datasets.DATASETS) <= set(bc.PRESETS)
+    assert set(DATASETS) <= set(armor.PRESETS) and set(DATASETS) <= set(bc.PRESETS)
 
 
 def test_critic_pretraining_fits_the_reference_value_and_runs_once():

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from algos import combo
-from engine import data as datasets
 from engine.batch import Batch, cat_batches
 from engine.cli import parse_cli
+from engine.data import DATASETS
 from engine.sac import SAC, SACConfig
 from tests.conftest import TINY_RUN, tiny_rollout
 
@@ -100,7 +100,7 @@ def test_smoke_run_writes_a_valid_summary(tiny_dataset, tmp_path):
 
 
 def test_presets_and_bad_config():
-    assert set(datasets.DATASETS) <= set(combo.PRESETS)
+    assert set(DATASETS) <= set(combo.PRESETS)
     assert combo.PRESETS["simloop/walker2d/medium-v0"].rollout.horizon == 1
     assert combo.PRESETS["simloop/hopper/medium-v0"].conservative_coef == 5.0
     with pytest.raises(ValueError, match="conservative_coef=-1"):

@@ -9,10 +9,9 @@ import dataclasses
 import pytest
 
 from algos import ALGOS, algo_module, resolve_config
-from engine import data as datasets
 from engine.cli import parse_cli
 from engine.config import from_dict, to_dict
-from engine.data import DEFAULT_DATASET
+from engine.data import DATASETS, DEFAULT_DATASET
 from experiments.sweep import grid
 
 
@@ -24,7 +23,7 @@ def _cli(algo: str, args: list[str]):
 @pytest.mark.parametrize("algo", sorted(ALGOS))
 def test_every_preset_key_is_a_dataset_and_every_dataset_has_a_preset(algo):
     mod = algo_module(algo)
-    assert set(mod.PRESETS) == set(datasets.DATASETS)
+    assert set(mod.PRESETS) == set(DATASETS)
     for key, cfg in mod.PRESETS.items():
         assert cfg.dataset == key
     assert set(mod.BUDGETS) == {"fast"}
@@ -33,7 +32,7 @@ def test_every_preset_key_is_a_dataset_and_every_dataset_has_a_preset(algo):
 @pytest.mark.parametrize("algo", sorted(ALGOS))
 def test_cli_and_sweep_resolve_the_same_config_for_every_dataset(algo, tmp_path):
     mod = algo_module(algo)
-    for dataset in datasets.DATASETS:
+    for dataset in DATASETS:
         for preset in ("dataset", "fast"):
             sweep_cfg = grid.Config(
                 algos=(algo,), datasets=(dataset,), seeds=(3,), preset=preset, sweep_dir=str(tmp_path)
@@ -52,7 +51,7 @@ def test_cli_and_sweep_resolve_the_same_config_for_every_dataset(algo, tmp_path)
 def test_fast_keeps_the_datasets_hyperparameters():
     """--fast --dataset X: X's hyperparameters with the fast budget (not the default dataset's with X swapped in)."""
     for algo, field in (("mopo", "rollout"), ("combo", "conservative_coef"), ("combo", "rollout")):
-        for dataset in datasets.DATASETS:
+        for dataset in DATASETS:
             fast = _cli(algo, ["--fast", "--dataset", dataset])
             assert getattr(fast, field) == getattr(algo_module(algo).PRESETS[dataset], field), (algo, dataset)
             assert fast.num_updates < algo_module(algo).PRESETS[dataset].num_updates

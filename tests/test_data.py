@@ -20,7 +20,7 @@ from engine import data, policy_io
 from engine.batch import Batch
 from engine.buffer import ReplayBuffer
 from engine.data import generate
-from engine.envs import ENVS, get_env_spec, make_env
+from engine.envs import ENVS, get_env_spec, make_env, normalize_return
 from engine.nets import TanhGaussianActor
 
 
@@ -233,6 +233,30 @@ def test_normalized_score_matches_d4rl_reference_returns():
     td = data.load("simloop/hopper/random-v0")
     mean = td.episode_returns.mean()
     assert td.behavior_normalized_score == pytest.approx(100.0 * (mean + 20.272305) / 3254.572305, rel=1e-12)
+
+
+D4RL_REFERENCE_RETURNS = {
+    "halfcheetah": (-280.178953, 12135.0),
+    "hopper": (-20.272305, 3234.3),
+    "walker2d": (1.629008, 4592.3),
+}
+"""(REF_MIN_SCORE, REF_MAX_SCORE) per environment, copied from d4rl/infos.py (random and expert policy returns):
+written here, not read from ``engine.envs``, so that a changed constant there fails this test."""
+
+
+@pytest.mark.parametrize("env", sorted(D4RL_REFERENCE_RETURNS))
+def test_every_environment_scores_the_d4rl_reference_returns_0_and_100(env):
+    assert set(ENVS) == set(D4RL_REFERENCE_RETURNS)  # a new environment needs its reference returns here
+    lo, hi = D4RL_REFERENCE_RETURNS[env]
+    spec = get_env_spec(env)
+    assert (spec.ref_min_score, spec.ref_max_score) == (lo, hi)
+    # Exact: (lo - lo) is 0 and (hi - lo) / (hi - lo) is 1 in floating point, whatever the constants.
+    assert normalize_return(env, lo) == 0.0 and normalize_return(env, hi) == 100.0
+    ids = [i for i, recipe in data.DATASETS.items() if recipe.env == env]
+    assert ids  # every environment has registered datasets
+    for dataset_id in ids:
+        assert data.normalized_score(dataset_id, lo) == 0.0, dataset_id
+        assert data.normalized_score(dataset_id, hi) == 100.0, dataset_id
 
 
 def write_foreign(dataset_id: str, rewards: np.ndarray, obs: np.ndarray | None = None, **meta) -> None:

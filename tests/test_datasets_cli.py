@@ -1,12 +1,11 @@
-"""``python -m engine.data list`` (alias ``python -m engine.datasets``): every registered id appears; a present one
-shows its size and score."""
+"""``python -m engine.data list``: every registered id appears; a present one shows its size and score."""
 
 from engine import data
-from engine.data import __main__ as datasets
+from engine.data import __main__ as data_cli
 
 
 def test_list_rows_report_present_and_missing(tiny_dataset):
-    rows = {r["id"]: r for r in datasets.rows(scores=True)}
+    rows = {r["id"]: r for r in data_cli.rows(scores=True)}
     assert set(data.DATASETS) <= set(rows)
     present = rows[tiny_dataset]
     assert present["present"] and present["transitions"] == 600 and present["episodes"] == 3
@@ -18,7 +17,7 @@ def test_rows_report_returns_and_markdown_table(tiny_dataset, capsys, monkeypatc
     import numpy as np
 
     loaded = data.load(tiny_dataset, generate_missing=False)
-    rows = {r["id"]: r for r in datasets.rows(scores=True)}
+    rows = {r["id"]: r for r in data_cli.rows(scores=True)}
     row = rows[tiny_dataset]
     assert row["return_mean"] == np.mean(loaded.episode_returns)
     assert row["return_std"] == np.std(loaded.episode_returns)
@@ -26,7 +25,7 @@ def test_rows_report_returns_and_markdown_table(tiny_dataset, capsys, monkeypatc
     assert rows["simloop/hopper/random-v0"]["missing"] == []  # random actions: needs no checkpoint
 
     monkeypatch.setattr("sys.argv", ["python -m engine.data", "list", "--markdown"])
-    datasets.main()
+    data_cli.main()
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (
         "| dataset id | transitions | episodes | return (mean ± std) | normalised score | "
@@ -43,11 +42,11 @@ def test_rows_report_returns_and_markdown_table(tiny_dataset, capsys, monkeypatc
 def test_every_recipe_has_a_cited_d4rl_figure():
     """Each registered recipe is shown next to the D4RL -v2 dataset of its name, scored with D4RL's reference
     returns, and the table names the figures' source."""
-    assert datasets.d4rl_figure("simloop/halfcheetah/medium-v0") == "40.7 (4770.3 ± 355.8) [v2 logs]"
-    assert datasets.d4rl_figure("simloop/hopper/random-v0") == "1.2 (18.4 ± 17.5) [v2 logs]"
-    assert datasets.d4rl_figure("mujoco/halfcheetah/medium-v0") == "-"  # not a simloop recipe
+    assert data_cli.d4rl_figure("simloop/halfcheetah/medium-v0") == "40.7 (4770.3 ± 355.8) [v2 logs]"
+    assert data_cli.d4rl_figure("simloop/hopper/random-v0") == "1.2 (18.4 ± 17.5) [v2 logs]"
+    assert data_cli.d4rl_figure("mujoco/halfcheetah/medium-v0") == "-"  # not a simloop recipe
     for dataset_id, recipe in data.DATASETS.items():
-        assert datasets.d4rl_figure(dataset_id) != "-", dataset_id
-        assert datasets.D4RL_DATASETS[(recipe.env, recipe.level)][-1] in datasets.D4RL_SOURCES
-    table = datasets.markdown_table([])
+        assert data_cli.d4rl_figure(dataset_id) != "-", dataset_id
+        assert data.D4RL_DATASETS[(recipe.env, recipe.level)][-1] in data.D4RL_SOURCES
+    table = data_cli.markdown_table([])
     assert "D4RL figures' sources:" in table and "YuweiYin/UBC_CPSC_533V" in table

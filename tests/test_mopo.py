@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from algos import mopo
-from engine import data as datasets
 from engine.cli import parse_cli
-from engine.data import DEFAULT_DATASET
+from engine.data import DATASETS, DEFAULT_DATASET
 from engine.rollout import RolloutConfig
 from tests.conftest import TINY_RUN
 
@@ -100,8 +99,8 @@ def parse(args):
 
 def test_presets_cover_the_dataset_registry():
     for key, cfg in mopo.PRESETS.items():
-        assert key in datasets.DATASETS and cfg.dataset == key
-    assert set(datasets.DATASETS) <= set(mopo.PRESETS)
+        assert key in DATASETS and cfg.dataset == key
+    assert set(DATASETS) <= set(mopo.PRESETS)
     assert mopo.PRESETS["simloop/halfcheetah/medium-v0"].rollout == RolloutConfig(horizon=5, penalty_coef=0.5)
     fast = mopo.BUDGETS["fast"](mopo.PRESETS[DEFAULT_DATASET])
     assert fast.dataset == DEFAULT_DATASET and fast.num_updates < mopo.Config().num_updates

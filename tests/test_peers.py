@@ -1,4 +1,4 @@
-"""The simloop side of the peer adapters (bench/peers): the dataset export and the scoring of TorchScript snapshots.
+"""The simloop side of the peer adapters (peers/): the dataset export and the scoring of TorchScript snapshots.
 The peer scripts themselves run in the peers' own venvs and are not exercised here."""
 
 import csv
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.peers import export_data, score
-from bench.peers.peer_common import (
+from engine import data
+from peers import export_data, score
+from peers.peer_common import (
     PeerRecord,
     load_dataset,
     resume_args,
@@ -18,7 +19,6 @@ from bench.peers.peer_common import (
     set_rng_state,
     snapshot_path,
 )
-from engine import data as datasets
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is the exchange format
 
@@ -45,7 +45,7 @@ SUMMARY_KEYS = {
 def test_export_data_writes_transitions_and_episode_flags(tiny_dataset, tmp_path):
     out = export_data.main([tiny_dataset, str(tmp_path / "tiny.npz")])
     d = load_dataset(out)
-    ref = datasets.load(tiny_dataset)
+    ref = data.load(tiny_dataset)
     assert d.obs.shape == (600, 17) and d.act.shape == (600, 6) and d.rew.shape == (600,)
     assert all(a.dtype == np.float32 for a in (d.obs, d.act, d.rew, d.next_obs, d.terminal, d.timeout))
     np.testing.assert_array_equal(d.obs, ref.obs.numpy())

@@ -193,6 +193,58 @@ def test_the_seed_decides_initial_weights_and_first_losses_and_a_cached_model_ch
         run.close()
 
 
+def _initial_weights(module, dataset, out, seed: int) -> dict:
+    """The agent's actor and critic weights as the loop's setup builds them (nothing trained after)."""
+    run = trainer.ModelBasedRun(module.ALGO, module.Config, tiny(module, dataset, out, seed=seed), module.make_agent)
+    try:
+        state = run.agent.state_dict()
+        return {k: {n: t.clone() for n, t in state[k].items()} for k in ("actor", "critic")}
+    finally:
+        run.close()
+
+
+def _every_weight_differs(a: dict, b: dict) -> bool:
+    """Every weight matrix of state dict ``a`` differs from ``b``'s (and there is at least one)."""
+    names = [n for n in a if n.endswith("weight")]
+    return bool(names) and all(not torch.equal(a[n], b[n]) for n in names)
+
+
+def test_the_seed_decides_armors_initial_critic_and_actor(tiny_dataset, tmp_path):
+    """ARMOR's critics come from the run's seeding of the global generator, its actor from the BC reference."""
+    seed0 = _initial_weights(armor, tiny_dataset, tmp_path / "a", seed=0)
+    _assert_same_state(seed0, _initial_weights(armor, tiny_dataset, tmp_path / "b", seed=0))
+    seed1 = _initial_weights(armor, tiny_dataset, tmp_path / "c", seed=1)
+    for part in ("actor", "critic"):
+        assert _every_weight_differs(seed0[part], seed1[part]), part
+
+
+class _Built(Exception):
+    """Raised by the recording learner below to stop ``bc.train`` at its first update (inside the run's ``try``,
+    so the run closes its logger)."""
+
+
+def test_the_seed_decides_bcs_initial_policy(tiny_dataset, tmp_path, monkeypatch):
+    from algos import bc
+
+    built = []
+
+    class Recording(bc.BCLearner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append({n: t.clone() for n, t in self.actor.state_dict().items()})
+
+        def step(self, batch, generator=None):
+            raise _Built
+
+    monkeypatch.setattr(bc, "BCLearner", Recording)
+    cfg = bc.Config(dataset=tiny_dataset, hidden_dims=(32, 32), progress=False)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        with pytest.raises(_Built):
+            bc.train(replace(cfg, out=str(tmp_path / name), seed=seed))
+    _assert_same_state(built[0], built[1])
+    assert _every_weight_differs(built[0], built[2])
+
+
 def test_the_penalty_reaches_the_model_buffer(tiny_dataset, tmp_path, monkeypatch):
     """In a run with lambda > 0, the rows of the model buffer carry reward = model reward - lambda * u, with the
     model reward and u recomputed here from the same inputs, and the run's cfg.rollout is the engine's."""
@@ -230,14 +282,16 @@ def test_the_penalty_reaches_the_model_buffer(tiny_dataset, tmp_path, monkeypatc
         run.close()
 
 
-def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(bad, tiny_dataset, tmp_path, monkeypatch):
+    """NaN and +inf each stop the run, in a metric and in a parameter (a check for NaN alone misses +inf)."""
     cfg = tiny(mopo, tiny_dataset, tmp_path / "run")
     update = mopo.MOPOAgent.update
 
     def diverging(self, real, model, generator):
         metrics = update(self, real, model, generator)
         if int(self.sac.critic_opt.state_dict()["state"][0]["step"]) > 25:  # from update 26 on
-            metrics["train/critic_loss"] = metrics["train/critic_loss"] * float("nan")
+            metrics["train/critic_loss"] = torch.full_like(metrics["train/critic_loss"], bad)
         return metrics
 
     monkeypatch.setattr(mopo.MOPOAgent, "update", diverging)
@@ -248,10 +302,11 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(tin
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 20
     monkeypatch.setattr(mopo.MOPOAgent, "update", update)
 
-    def poison(self, real, model, generator):  # a parameter, not a metric, goes bad
-        metrics = update(self, real, model, generator)
-        with torch.no_grad():
-            self.actor.trunk[0].weight[0, 0] = float("inf")
+    def poison(self, real, model, generator):  # a parameter, not a metric, goes bad at update 20, just before
+        metrics = update(self, real, model, generator)  # the checkpoint, so that no other value is NaN yet
+        if int(self.sac.critic_opt.state_dict()["state"][0]["step"]) == 20:
+            with torch.no_grad():
+                self.actor.trunk[0].weight[0, 0] = bad
         return metrics
 
     monkeypatch.setattr(mopo.MOPOAgent, "update", poison)

@@ -4,7 +4,7 @@
     python -m engine.data list --markdown                    # the same as a GitHub Markdown table (README)
     python -m engine.data make simloop/halfcheetah/medium-v0 # generate one (progress bar, seeded)
 
-Any other Minari id present locally is listed too. ``python -m engine.datasets`` is the same command.
+Any other Minari id present locally is listed too.
 """
 
 from __future__ import annotations

@@ -392,9 +392,8 @@ def make_dataset(
     The overrides do not apply to medium-replay; for medium-expert they apply to both halves,
     generated in memory (the stored medium/expert datasets are used only without overrides).
 
-    Throughput is bound by the MuJoCo step (about 60 of 90 us per HalfCheetah env.step); the policy runs
-    once per lockstep on a ``[num_envs, D]`` batch. Measured, 20k HalfCheetah transitions, 256x256
-    policy, 50 envs, 2 CPU cores shared with a SAC run: about 7,000 transitions/s (1M in about 2.5 min).
+    Throughput is bound by the MuJoCo step; the policy runs once per lockstep on a ``[num_envs, D]`` batch
+    (bench/RESULTS.md has the rate).
 
     Returns:
         the written ``minari.MinariDataset``.

@@ -1,9 +1,9 @@
 """d3rlpy's IQL or TD3+BC on a simloop dataset, with the settings of d3rlpy's own D4RL reproduction scripts, fed
-an ``.npz`` from ``python -m bench.peers.export_data``; writes TorchScript policy snapshots (d3rlpy's own
-``save_policy``) that ``python -m bench.peers.score`` evaluates with simloop's evaluator.
+an ``.npz`` from ``python -m peers.export_data``; writes TorchScript policy snapshots (d3rlpy's own
+``save_policy``) that ``python -m peers.score`` evaluates with simloop's evaluator.
 
 Peer code: d3rlpy 2.8.1 from PyPI, unmodified, in its own venv (``/work/peers/d3rlpy-venv``; it pins
-gymnasium 1.0.0; setup in bench/peers/README.md). This script runs with that venv's python and does not import
+gymnasium 1.0.0; setup in peers/README.md). This script runs with that venv's python and does not import
 simloop.
 
 Settings: ``reproductions/offline/iql.py`` and ``reproductions/offline/td3_plus_bc.py`` of github
@@ -33,7 +33,7 @@ generator); ``--resume RUN_DIR`` rebuilds the algorithm from ``peer_run.json``'s
 the data again (deterministic), loads both, sets ``set_grad_step`` and calls ``fitter`` for the remaining updates
 (its logs go to a new ``d3rlpy_logs`` experiment, ``<algo>_seed<k>_resumed<step>``).
 
-    cd /work/main && OMP_NUM_THREADS=1 /work/peers/d3rlpy-venv/bin/python bench/peers/d3rlpy_run.py \\
+    cd /work/main && OMP_NUM_THREADS=1 /work/peers/d3rlpy-venv/bin/python -m peers.d3rlpy_run \\
         --algo iql --data /work/peers/data/halfcheetah-medium.npz --seed 0 --num-updates 200000 \\
         --out runs/peers/d3rlpy-iql/halfcheetah-medium/seed0
 """
@@ -49,7 +49,8 @@ from typing import Literal
 import numpy as np
 import torch
 import tyro
-from peer_common import (
+
+from peers.peer_common import (
     RESUME_FILE,
     PeerRecord,
     check_snapshot,
@@ -71,12 +72,12 @@ SOURCE = {
 
 @dataclass(frozen=True)
 class Args:
-    """d3rlpy IQL / TD3+BC on a dataset exported by bench.peers.export_data."""
+    """d3rlpy IQL / TD3+BC on a dataset exported by peers.export_data."""
 
     algo: Literal["iql", "td3plusbc"] = "iql"
     """Which reproduction script's settings."""
     data: Path | None = None
-    """The .npz from `python -m bench.peers.export_data` (required unless --resume)."""
+    """The .npz from `python -m peers.export_data` (required unless --resume)."""
     out: Path | None = None
     """Run directory (must not hold a peer run yet; required unless --resume)."""
     resume: Path | None = None

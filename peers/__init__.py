@@ -1,2 +1,2 @@
 """Adapters that run peer offline-RL libraries on simloop datasets and score them with simloop's evaluator
-(bench/peers/README.md)."""
+(peers/README.md)."""

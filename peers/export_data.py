@@ -1,8 +1,8 @@
 """Export a simloop dataset for the peer libraries: one ``.npz`` of flat float32 transitions that the peer
-scripts (``bench/peers/*.py``, run in the peers' own venvs, without simloop) read with
-``peer_common.load_dataset``.
+scripts (``peers/*.py``, run in the peers' own venvs, without simloop) read with
+``peers.peer_common.load_dataset``.
 
-    python -m bench.peers.export_data simloop/halfcheetah/medium-v0 runs/peers/data/halfcheetah-medium.npz
+    python -m peers.export_data simloop/halfcheetah/medium-v0 runs/peers/data/halfcheetah-medium.npz
 
 The arrays are ``engine.data.load``'s (``obs, next_obs [N, D]``, ``act [N, A]``, ``rew, terminal [N]``) plus
 ``timeout [N]``: 1 on the last transition of every episode that did not terminate (time limit, or cut at the
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from bench.peers.peer_common import load_dataset, save_dataset
+from peers.peer_common import load_dataset, save_dataset
 
 
 def episode_flags(obs: np.ndarray, next_obs: np.ndarray, terminal: np.ndarray, num_episodes: int) -> np.ndarray:

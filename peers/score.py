@@ -3,7 +3,7 @@
 ``engine.evaluate.evaluate``, deterministic, episode k reset with seed ``seed + 10_000 + k`` as in simloop's own
 runs; intermediate snapshots get ``eval_episodes // 2`` episodes (at least 1), the last one ``eval_episodes``.
 
-    python -m bench.peers.score runs/peers/d3rlpy-iql/halfcheetah-medium/seed0 --algo d3rlpy-iql \\
+    python -m peers.score runs/peers/d3rlpy-iql/halfcheetah-medium/seed0 --algo d3rlpy-iql \\
         --dataset simloop/halfcheetah/medium-v0 --seed 0
 
 Writes into the run directory, through ``engine.logger.RunLogger``: ``config.json`` (``peer_config``: what ran),
@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 import tyro
 
-from bench.peers.peer_common import list_snapshots, read_record
+from peers.peer_common import list_snapshots, read_record
 
 ALGOS = ("offlinerlkit-mopo", "d3rlpy-iql", "d3rlpy-td3plusbc")
 EVAL_SEED_OFFSET = 10_000

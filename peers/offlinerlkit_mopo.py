@@ -1,10 +1,10 @@
 """OfflineRL-Kit's MOPO on a simloop dataset: its own dynamics training, policy, buffers and trainer, wired as
-its run script wires them, fed an ``.npz`` from ``python -m bench.peers.export_data``; writes TorchScript
-policy snapshots that ``python -m bench.peers.score`` evaluates with simloop's evaluator.
+its run script wires them, fed an ``.npz`` from ``python -m peers.export_data``; writes TorchScript
+policy snapshots that ``python -m peers.score`` evaluates with simloop's evaluator.
 
 Peer code: OfflineRL-Kit (github yihaosun1124/OfflineRL-Kit) at commit
 e3ce69793766d02660217d4dfc0af4693a5531bd (2025-07-11), unmodified, installed from its public repository in its
-own venv (``/work/peers/offlinerlkit-venv``, source on ``PYTHONPATH``; setup in bench/peers/README.md). This
+own venv (``/work/peers/offlinerlkit-venv``, source on ``PYTHONPATH``; setup in peers/README.md). This
 script runs with that venv's python and does not import simloop.
 
 Wiring and settings: ``run_example/run_mopo.py`` at that commit, ``train()``: 2x256 SAC actor (TanhDiagGaussian,
@@ -22,7 +22,7 @@ episode's last transition, as it does for D4RL). The run script's epoch count (3
 
 Departures, each because the trainer assumes a D4RL gym env: no environment evaluation during training (the
 trainer's per-epoch ``_evaluate`` saves a snapshot every ``--snapshot-interval`` updates instead and logs NaN
-as its score; ``bench.peers.score`` evaluates the snapshots afterwards); ``termination_fn`` is looked up with
+as its score; ``peers.score`` evaluates the snapshots afterwards); ``termination_fn`` is looked up with
 simloop's env name (``get_termination_fn("halfcheetah")``, the same functions as for the D4RL task names).
 Resuming (ours; the trainer has none): at every snapshot the script also writes ``resume.pt``, the whole
 training state -- the policy's networks and target critics, the three optimisers and alpha's, ``log_alpha``, the
@@ -35,7 +35,7 @@ ensemble fit has nothing to resume and starts again. ``--load-dynamics-path`` (t
 ``--load-dynamics-path``) reuses a fitted ensemble, e.g. ``<earlier run>/offlinerlkit/model``.
 
     cd /work/main && OMP_NUM_THREADS=1 PYTHONPATH=/work/peers/OfflineRL-Kit /work/peers/offlinerlkit-venv/bin/python \\
-        bench/peers/offlinerlkit_mopo.py --data /work/peers/data/halfcheetah-medium.npz --seed 0 \\
+        -m peers.offlinerlkit_mopo --data /work/peers/data/halfcheetah-medium.npz --seed 0 \\
         --num-updates 200000 --out runs/peers/offlinerlkit-mopo/halfcheetah-medium/seed0
 
 Snapshot: ``policies/step_XXXXXXX.pt``, the actor's mode ``tanh(mu(obs))`` traced to TorchScript (MOPO here
@@ -56,7 +56,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import tyro
-from peer_common import (
+
+from peers.peer_common import (
     RESUME_FILE,
     PeerRecord,
     check_snapshot,
@@ -116,10 +117,10 @@ SUGGESTED = {
 
 @dataclass(frozen=True)
 class Args:
-    """OfflineRL-Kit MOPO on a dataset exported by bench.peers.export_data."""
+    """OfflineRL-Kit MOPO on a dataset exported by peers.export_data."""
 
     data: Path | None = None
-    """The .npz from `python -m bench.peers.export_data` (required unless --resume)."""
+    """The .npz from `python -m peers.export_data` (required unless --resume)."""
     out: Path | None = None
     """Run directory (must not hold a peer run yet; required unless --resume)."""
     resume: Path | None = None

@@ -1,10 +1,10 @@
 """What the peer adapters share, on both sides of the bridge: the dataset file written by
-``bench.peers.export_data`` (simloop's venv) and read by the peer scripts (their own venvs), the layout of
+``peers.export_data`` (simloop's venv) and read by the peer scripts (their own venvs), the layout of
 a peer run directory, and the export of policy snapshots as TorchScript.
 
-This module imports only numpy and torch (no simloop ``engine``), so a peer script started as
-``python bench/peers/<script>.py`` imports it as ``peer_common`` (its own folder is on ``sys.path``), and
-simloop's code as ``bench.peers.peer_common``.
+This module imports only numpy and torch (no simloop ``engine``). Everything imports it as ``peers.peer_common``:
+simloop's side (``peers.export_data``, ``peers.score``, the tests) and the peer scripts, which run from the
+repository root as ``python -m peers.<script>`` with the peer's own python.
 
 A peer run directory holds:
 
@@ -148,7 +148,7 @@ def _check_arrays(d: dict[str, np.ndarray], where: str) -> None:
 
 
 def load_dataset(path: str | Path) -> PeerDataset:
-    """Read a dataset file written by ``save_dataset`` (``python -m bench.peers.export_data``).
+    """Read a dataset file written by ``save_dataset`` (``python -m peers.export_data``).
 
     Raises:
         FileNotFoundError: no such file (the message names the export command).
@@ -158,8 +158,7 @@ def load_dataset(path: str | Path) -> PeerDataset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no dataset file {path}: write it in simloop's venv with "
-            f"`python -m bench.peers.export_data DATASET_ID {path}`"
+            f"no dataset file {path}: write it in simloop's venv with `python -m peers.export_data DATASET_ID {path}`"
         )
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in (*ARRAY_KEYS, "format_version", "dataset_id", "env", "gym_id") if k not in z.files]
@@ -231,7 +230,7 @@ def check_snapshot(path: str | Path, reference: Callable[[torch.Tensor], torch.T
 
 @dataclass
 class PeerRecord:
-    """Contents of ``peer_run.json``: what a peer run did, read by ``bench.peers.score``."""
+    """Contents of ``peer_run.json``: what a peer run did, read by ``peers.score``."""
 
     algo: str
     """``offlinerlkit-mopo``, ``d3rlpy-iql`` or ``d3rlpy-td3plusbc``."""
@@ -296,7 +295,7 @@ def read_record(run_dir: str | Path) -> dict:
     """``peer_run.json`` of a run directory. Raises FileNotFoundError when absent."""
     path = Path(run_dir) / RECORD_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a peer run directory (see bench/peers/README.md)")
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not a peer run directory (see peers/README.md)")
     return json.loads(path.read_text())
 
 
