@@ -21,10 +21,9 @@ from experiments.scores import (
     update_loop_s,
 )
 
-POSTER_ORDER = (("armor", "ARMOR"), ("combo", "COMBO"), ("d3rlpy-iql", "IQL"), ("mopo", "MOPO"))
-"""The ranking in the comparison poster's table (issue 32: ARMOR 87.6, COMBO 82.0, IQL 76.9, MOPO 42.1, averages
-over D4RL MuJoCo datasets), by the record ``algo`` that stands for each here: simloop's ARMOR, COMBO and MOPO,
-d3rlpy's IQL."""
+POSTER_ORDER = (("armor", "ARMOR", 87.6), ("combo", "COMBO", 82.0), ("d3rlpy-iql", "IQL", 76.9), ("mopo", "MOPO", 42.1))
+"""The ranking in the comparison poster's table (issue 32; averages over D4RL MuJoCo datasets), by the record
+``algo`` that stands for each here (simloop's ARMOR, COMBO and MOPO, d3rlpy's IQL), its name and its figure."""
 WIDTH = 115
 """Prose lines are wrapped at this width."""
 
@@ -85,9 +84,9 @@ def headline_table(cells: Sequence[Cell]) -> str:
 
 def _poster_sentence(cells: Sequence[Cell]) -> str:
     by_algo = {c.algo: c for c in cells}
-    present = [(algo, name) for algo, name in POSTER_ORDER if algo in by_algo]
-    missing = [name for algo, name in POSTER_ORDER if algo not in by_algo]
-    order = " > ".join(name for _, name in POSTER_ORDER)
+    present = [(algo, name) for algo, name, _ in POSTER_ORDER if algo in by_algo]
+    missing = [name for algo, name, _ in POSTER_ORDER if algo not in by_algo]
+    order = " > ".join(name for _, name, _ in POSTER_ORDER)
     without = f"; no record of {', '.join(missing)}" if missing else ""
     if len(present) < 2:
         return f"The poster's order {order} cannot be checked here{without}."
@@ -124,7 +123,12 @@ def summary(cells: Sequence[Cell]) -> str:
 
 def readme_block(cells: Sequence[Cell]) -> str:
     """What README holds between its results markers: the caption, the headline table and the summary."""
-    return f"{headline_caption()}\n\n{headline_table(cells)}\n\nPer dataset, from the same figures:\n\n{summary(cells)}"
+    poster = ", ".join(f"{name} {score}" for _, name, score in POSTER_ORDER)
+    lead = _wrap(
+        f"Per dataset, from the same figures; the poster's order is the ranking of the comparison poster ({poster}; "
+        "averages over D4RL MuJoCo datasets), checked among the algorithms recorded on each dataset:"
+    )
+    return f"{headline_caption()}\n\n{headline_table(cells)}\n\n{lead}\n\n{summary(cells)}"
 
 
 def _record_row(rec: dict, root: Path) -> str:
