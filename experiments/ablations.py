@@ -30,7 +30,7 @@ from pathlib import Path
 
 import tyro
 
-from experiments.records import last_evals_mean
+from experiments.scores import last_evals_mean
 
 IGNORED_FIELDS = ("command", "out", "num_updates", "num_threads", "progress", "checkpoint_interval", "reference")
 """Config fields that say where and how long a run ran, not what it ran: never listed as a change."""

@@ -1,11 +1,14 @@
 """Learning curves: a run's evaluations read from its metrics.csv, and one figure of several runs' curves.
-The sweep's per-dataset plots and the run records' figures both draw with ``plot_curves``."""
+The sweep's per-dataset plots and the run records' figures both draw with ``plot_curves``; the records'
+performance profile draws with ``plot_profiles``."""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 Curve = list[tuple[int, float]]
 """``(step, normalised score)`` of each evaluation of one run, in the order of the run."""
@@ -62,5 +65,48 @@ def plot_curves(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_profiles(
+    path: Path,
+    title: str,
+    taus: Sequence[float],
+    profiles: dict[str, Sequence[float]],
+    bands: dict[str, Sequence[Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    marker: tuple[float, str] | None = None,
+) -> Path:
+    """Write one PNG of performance profiles (``rliable.plot_utils.plot_performance_profiles``: one line per
+    entry of ``profiles`` over ``taus``, its ``bands`` ``[2, T]`` shaded) to ``path`` and return it. ``marker``:
+    ``(tau, label)`` of a dashed vertical line. The PNG carries no software version, so the same inputs and
+    library versions give the same bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import plot_utils
+
+    fig, ax = plt.subplots(figsize=(10.0, 4.5))
+    plot_utils.plot_performance_profiles(
+        profiles,
+        np.asarray(taus),
+        performance_profile_cis=bands,
+        ax=ax,
+        alpha=0.08,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        labelsize="medium",
+        ticklabelsize="medium",
+    )
+    if marker is not None:
+        ax.axvline(marker[0], color="gray", linestyle="--", linewidth=1, label=marker[1])
+    ax.set_title(title, fontsize="medium")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return path

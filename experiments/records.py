@@ -1,17 +1,21 @@
-"""Run records and the README's results table.
+"""Run records, and the results table, records page and figures generated from them.
 
 A finished run's record is kept in the repository, under ``bench/results/<algo>/<dataset>/seed<k>[-<tag>]/``
 (the dataset id with ``/`` as ``_``): its ``config.json``, ``metrics.csv``, ``summary.json``, ``episodes.csv``
-(every evaluation, episode by episode) and ``record.json`` (tag, note, when it was added); no weights. The
-README's results table and the learning curves in ``bench/figures/`` are generated from these files alone::
+(every evaluation, episode by episode) and ``record.json`` (tag, note, when it was added); no weights. These files
+alone generate README's results block (the headline per algorithm and dataset, ``experiments.scores``), the
+records page ``bench/results/README.md`` (every run), the learning curves ``bench/figures/results_*.png`` and the
+aggregate figure ``bench/figures/profile_improvement.png``::
 
     python -m experiments.records add runs/mopo/hopper-medium --note "..."   # copy a finished run's record
-    python -m experiments.records table                                      # regenerate README table + curves
-    python -m experiments.records table --check                              # exit 1 if README's table is stale
+    python -m experiments.records table            # regenerate README's block, the records page and the figures
+    python -m experiments.records table --check    # exit 1 if README's block or the records page is stale
 
-Runs recorded before records were kept, whose run directories are gone, are listed in
-``bench/results/unrecorded.json`` with the figures the README reported at the time; the table shows them as
-such. CI runs ``table --check`` through the test suite (``tests/test_experiments_records.py``).
+A headline seed is a record in a plain ``seed<k>`` directory (no tag); ``experiments.scores`` says why and how its
+figures are computed. Runs recorded before records were kept, whose run directories are gone, are listed in
+``bench/results/unrecorded.json``; they stay out of every table and appear on the records page as an unverifiable
+history. CI runs the ``--check`` comparison through the test suite (``tests/test_experiments_records.py``); it
+compares text only, never the PNGs' bytes, which depend on matplotlib's and FreeType's versions.
 """
 
 from __future__ import annotations
@@ -25,22 +29,20 @@ from pathlib import Path
 
 import tyro
 
-from experiments.curves import Curve, eval_curve, plot_curves
+from experiments import scores, tables
+from experiments.curves import eval_curve, plot_curves, plot_profiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 FIGURES_DIR = REPO_ROOT / "bench" / "figures"
+PROFILE_FIGURE = FIGURES_DIR / "profile_improvement.png"
+"""The aggregate figure across datasets (``write_profile``)."""
 README = REPO_ROOT / "README.md"
 BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 RECORD_FILES = ("config.json", "metrics.csv", "summary.json", "episodes.csv")
 """The files of a run directory that make its record."""
 OPTIONAL_FILES = ("peer_run.json", "diagnosis_step*.json")
 """Copied too where present: a peer run's settings and timings (``peers/``), ``experiments.diagnose`` output."""
-LAST_EVALS = 5
-"""The table's steadier figure: the mean of a run's last this-many evaluations (hopper and walker2d curves swing
-between evaluations, so the final one alone can mislead)."""
-ALGO_NAMES = {"mopo": "MOPO", "combo": "COMBO", "armor": "ARMOR", "bc": "BC"}
-DATASET_ORDER = ("halfcheetah", "hopper", "walker2d")
 
 
 def record_dir(summary: dict, tag: str | None = None, root: Path = RESULTS_DIR) -> Path:
@@ -74,7 +76,7 @@ def add(run_dir: str | Path, tag: str | None = None, note: str = "", root: Path 
 
 
 def load_records(root: Path = RESULTS_DIR) -> list[dict]:
-    """Every record under ``root``: its summary, with ``record`` (record.json), ``dir`` and ``best`` filled in."""
+    """Every record under ``root``: its summary, with ``record`` (record.json) and ``dir`` filled in."""
     out = []
     for summary_path in sorted(root.glob("*/*/*/summary.json")):
         d = summary_path.parent
@@ -85,129 +87,66 @@ def load_records(root: Path = RESULTS_DIR) -> list[dict]:
     return out
 
 
-def _algo_label(rec: dict) -> str:
-    code = rec.get("code")
-    if code:  # a peer's run: its library and commit or version
-        name = rec["algo"].split("-", 1)[-1].upper().replace("TD3PLUSBC", "TD3+BC")
-        pin = code.get("commit", code.get("version", ""))
-        return f"{name} ({code['library']} {pin[:7] if 'commit' in code else pin})"
-    return f"{ALGO_NAMES.get(rec['algo'], rec['algo'])} (simloop)"
+def load_unrecorded(root: Path = RESULTS_DIR) -> list[dict]:
+    """The runs of ``root/unrecorded.json`` (directories lost before records were kept); empty without the file."""
+    path = root / "unrecorded.json"
+    return [{**r, "record": {}} for r in json.loads(path.read_text())] if path.is_file() else []
 
 
-def _sort_key(rec: dict) -> tuple:
-    env = rec["dataset"].split("/")[1] if rec["dataset"].count("/") >= 2 else rec["dataset"]
-    env_rank = DATASET_ORDER.index(env) if env in DATASET_ORDER else len(DATASET_ORDER)
-    return (
-        env_rank,
-        rec["dataset"],
-        "code" in rec,
-        rec["algo"],
-        rec.get("seed", 0),
-        rec.get("record", {}).get("tag") or "",
-    )
+def readme_block(root: Path = RESULTS_DIR) -> str:
+    """README's results block (caption, headline table, per-dataset summary) from the records under ``root``;
+    ``unrecorded.json``'s runs are not in it."""
+    return tables.readme_block(scores.headline_cells(load_records(root)))
 
 
-def _machine(rec: dict) -> str:
-    m = rec.get("machine") or {}
-    if not m:
-        return "—"
-    where = m.get("gpu") or m.get("cpu", "?")
-    return f"{where}, {m.get('torch_threads', '?')} thr"
-
-
-def _hours(wall_s) -> str:
-    return "—" if wall_s is None else f"{wall_s / 3600:.1f} h" if wall_s >= 3600 else f"{wall_s / 60:.0f} min"
-
-
-def last_evals_mean(curve: Curve, k: int = LAST_EVALS) -> tuple[float, int, int] | None:
-    """``(mean score, first step, last step)`` of the last ``k`` evaluations of ``curve`` (``eval_curve``'s
-    ``(step, normalised score)`` pairs, in step order; all of them when there are fewer); None when empty.
-
-    Raises:
-        ValueError: ``k`` < 1.
-    """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    tail = curve[-k:]
-    if not tail:
-        return None
-    return sum(score for _, score in tail) / len(tail), tail[0][0], tail[-1][0]
-
-
-def _steps(step: int) -> str:
-    return f"{step // 1000}k" if step % 1000 == 0 and step else f"{step:,}"
-
-
-def _last_evals_cell(curve: Curve) -> str:
-    """The table cell of ``last_evals_mean``: ``"52.4 (160k-200k)"``, ``"45.1 (35k)"`` or ``"—"``."""
-    tail = last_evals_mean(curve)
-    if tail is None:
-        return "—"
-    mean, first, last = tail
-    return f"{mean:.1f} ({_steps(last) if first == last else f'{_steps(first)}-{_steps(last)}'})"
-
-
-def _record_row(rec: dict) -> str:
-    curve = eval_curve(rec["dir"] / "metrics.csv")
-    best_step, best = max(curve, key=lambda e: e[1]) if curve else (None, None)
-    tag = rec["record"].get("tag")
-    seed = f"{rec['seed']}" + (f" ({tag})" if tag else "")
-    link = (rec["dir"].relative_to(REPO_ROOT) if rec["dir"].is_relative_to(REPO_ROOT) else rec["dir"]).as_posix()
-    return (
-        f"| `{rec['dataset']}` | [{_algo_label(rec)}]({link}) | {seed} "
-        f"| **{rec['normalized_score']:.1f}** ± {rec['normalized_score_std']:.1f} "
-        f"| {'—' if best is None else f'{best:.1f} ({best_step:,})'} | {_last_evals_cell(curve)} "
-        f"| {rec['behavior_normalized_score']:.1f} | {rec['num_updates']:,} | {_hours(rec.get('wall_s'))} "
-        f"| {_machine(rec)} | {(rec.get('machine') or {}).get('date', '—')} | {rec['record'].get('note', '')} |"
-    )
-
-
-def _lost_row(rec: dict) -> str:
-    """A row of ``unrecorded.json``: a run whose directory is gone, with the figures reported at the time."""
-    return (
-        f"| `{rec['dataset']}` | {_algo_label(rec)} | {rec['seed']} "
-        f"| {rec['normalized_score']:.1f} ± {rec['normalized_score_std']:.1f} | — | — "
-        f"| {rec['behavior_normalized_score']:.1f} | {rec['num_updates']:,} | {_hours(rec.get('wall_s'))} "
-        f"| {rec.get('machine', '—')} | {rec['date']} | no record: {rec['note']} |"
-    )
-
-
-def table_markdown(root: Path = RESULTS_DIR) -> str:
-    """The results table (GitHub Markdown), from the records under ``root`` and ``root/unrecorded.json``."""
-    rows = [
-        "| dataset | algorithm (code) | seed | normalised score, final (10 episodes) | best evaluation (updates) "
-        f"| mean of the last {LAST_EVALS} evaluations (updates) | behaviour policy | updates | wall time | machine "
-        "| date | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
-    ]
-    unrecorded = root / "unrecorded.json"
-    lost = (
-        [{**r, "record": {}, "lost": True} for r in json.loads(unrecorded.read_text())] if unrecorded.is_file() else []
-    )
-    for rec in sorted(load_records(root) + lost, key=_sort_key):
-        rows.append(_lost_row(rec) if rec.get("lost") else _record_row(rec))
-    return "\n".join(rows)
+def records_readme(root: Path = RESULTS_DIR) -> str:
+    """``root/README.md``: every record run by run, and ``unrecorded.json``'s runs as an unverifiable history."""
+    return tables.results_readme(load_records(root), load_unrecorded(root), root)
 
 
 def write_curves(root: Path = RESULTS_DIR, out_dir: Path = FIGURES_DIR) -> list[Path]:
     """One PNG of learning curves per dataset, ``out_dir/results_<dataset>.png`` (every record's evaluations, one
     line each; the behaviour policy dashed). Returns the files written."""
-    records = sorted(load_records(root), key=_sort_key)
+    records = sorted(load_records(root), key=scores.sort_key)
     written = []
     for dataset in dict.fromkeys(r["dataset"] for r in records):
         group = [r for r in records if r["dataset"] == dataset]
         lines = []
         for rec in group:
             tag = rec["record"].get("tag")
-            label = f"{_algo_label(rec)} seed {rec['seed']}" + (f" ({tag})" if tag else "")
+            label = f"{scores.algo_label(rec)} seed {rec['seed']}" + (f" ({tag})" if tag else "")
             lines.append((label, [eval_curve(rec["dir"] / "metrics.csv")]))
         path = out_dir / f"results_{dataset.replace('/', '_')}.png"
         written.append(plot_curves(path, dataset, lines, group[0]["behavior_normalized_score"]))
     return written
 
 
+def write_profile(root: Path = RESULTS_DIR, path: Path = PROFILE_FIGURE, reps: int = scores.PROFILE_REPS) -> Path:
+    """The aggregate figure across datasets: each algorithm's performance profile of its improvement over the
+    behaviour policy (``scores.improvement_profiles``, over the headline seeds), written to ``path``.
+
+    Raises:
+        ValueError: no record under ``root`` is a headline seed with evaluations.
+    """
+    cells = scores.headline_cells(load_records(root))
+    taus, profiles, bands, counts = scores.improvement_profiles(cells, reps=reps)
+    labels = {
+        k: f"{k}: {n} run{'s' if n > 1 else ''}, {d} dataset{'s' if d > 1 else ''}" for k, (n, d) in counts.items()
+    }
+    return plot_profiles(
+        path,
+        "Runs above the behaviour policy by more than tau (headline seeds, datasets pooled)",
+        taus,
+        {labels[k]: v for k, v in profiles.items()},
+        {labels[k]: v for k, v in bands.items()},
+        xlabel=f"tau: last-{scores.LAST_EVALS} mean minus the behaviour policy's score (normalised points)",
+        ylabel="fraction of runs above tau",
+        marker=(0.0, "the behaviour policy"),
+    )
+
+
 def readme_table(readme: Path = README) -> str:
-    """The table currently between the markers in README.
+    """The block currently between the results markers in README.
 
     Raises:
         ValueError: the markers are missing.
@@ -218,6 +157,24 @@ def readme_table(readme: Path = README) -> str:
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
 
 
+def stale(root: Path = RESULTS_DIR, readme: Path = README, figure: Path = PROFILE_FIGURE) -> list[str]:
+    """What ``table`` would change, compared as text: README's block, the records page, a missing profile figure
+    (its bytes are not compared). Empty when everything is current.
+
+    Raises:
+        ValueError: README has no results markers.
+    """
+    out = []
+    if readme_table(readme) != readme_block(root):
+        out.append(f"{readme.name}'s results block")
+    page = root / "README.md"
+    if not page.is_file() or page.read_text() != records_readme(root):
+        out.append(str(page.relative_to(REPO_ROOT) if page.is_relative_to(REPO_ROOT) else page))
+    if not figure.is_file():
+        out.append(f"{figure.name} (missing)")
+    return out
+
+
 @dataclass(frozen=True)
 class Add:
     """Copy a finished run's record (config, metrics, summary, episodes) into bench/results/."""
@@ -225,25 +182,26 @@ class Add:
     run_dir: tyro.conf.Positional[str]
     """The run directory (``--out`` of the run)."""
     tag: str | None = None
-    """Distinguishes a second record of the same algo, dataset and seed (``lambda1``, ``first-try``)."""
+    """Distinguishes a second record of the same algo, dataset and seed (``lambda1``, ``first-try``); a tagged
+    record is not a seed of the headline."""
     note: str = ""
-    """One line for the table's note column (what the run showed, how it differs)."""
+    """One line for the records page's note column (what the run showed, how it differs)."""
 
 
 @dataclass(frozen=True)
 class Table:
-    """Regenerate README's results table and the learning curves from bench/results/."""
+    """Regenerate README's results block, bench/results/README.md and the figures from bench/results/."""
 
     check: bool = False
-    """Only compare README's table with the records; exit 1 when it is stale."""
-    curves: bool = True
-    """Also write the learning-curve PNGs to bench/figures/."""
+    """Only compare README's block and the records page with the records (text only); exit 1 when stale."""
+    figures: bool = True
+    """Also write the learning curves and the performance profile to bench/figures/."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m experiments.records add|table [flags]``. Returns the exit status: 1 when ``table --check``
-    finds README's table stale, or on an error (an unfinished run, a record that exists, README without the
-    table's markers), else 0."""
+    finds README's block or the records page stale, or on an error (an unfinished run, a record that exists,
+    README without the block's markers, a cell whose seeds ran different budgets), else 0."""
     cmd = tyro.extras.subcommand_cli_from_dict(
         {"add": Add, "table": Table}, args=argv, prog="python -m experiments.records"
     )
@@ -251,19 +209,21 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(cmd, Add):
             print(add(cmd.run_dir, cmd.tag, cmd.note))
             return 0
-        table = table_markdown()
         if cmd.check:
-            if readme_table() != table:
-                print("README's results table is stale: run `python -m experiments.records table`", file=sys.stderr)
+            found = stale()
+            if found:
+                print(f"stale: {'; '.join(found)}: run `python -m experiments.records table`", file=sys.stderr)
                 return 1
             return 0
+        block = readme_block()
         text = README.read_text()
-        if BEGIN not in text:
+        if BEGIN not in text or END not in text:
             raise ValueError(f"{README} has no {BEGIN} ... {END} block")
         head, rest = text.split(BEGIN, 1)
-        README.write_text(head + BEGIN + "\n" + table + "\n" + END + rest.split(END, 1)[1])
-        if cmd.curves:
-            for path in write_curves():
+        README.write_text(head + BEGIN + "\n" + block + "\n" + END + rest.split(END, 1)[1])
+        (RESULTS_DIR / "README.md").write_text(records_readme())
+        if cmd.figures:
+            for path in [*write_curves(), write_profile()]:
                 print(path.relative_to(REPO_ROOT))
         return 0
     except (FileNotFoundError, FileExistsError, ValueError) as e:

@@ -1,7 +1,7 @@
 """Command line for the datasets::
 
     python -m engine.data list                               # every id: present?, size, return, score
-    python -m engine.data list --markdown                    # the same as a GitHub Markdown table (README)
+    python -m engine.data list --markdown                    # the same as a GitHub Markdown table (docs/datasets.md)
     python -m engine.data make simloop/halfcheetah/medium-v0 # generate one (progress bar, seeded)
 
 Any other Minari id present locally is listed too.
