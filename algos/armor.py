@@ -28,7 +28,7 @@ The reference must be fitted by likelihood (``algos.bc``'s default objective, as
 pretraining), so that its log-std, and with it the entropy, is trained: with a mean-only (MSE)
 BC reference the entropy starts far below the target -|A|, the temperature alpha (fast rate)
 grows without bound while the actor (slow rate) cannot follow, and alpha * log pi ends up
-dominating the actor's objective (bench/RESULTS.md, ARMOR). A reference saved with another objective is
+dominating the actor's objective (docs/results.md, "ARMOR attempts"). A reference saved with another objective is
 used, with a warning.
 
 Defaults from ATAC (fast lr 5e-4, slow lr 5e-7, beta 3.0, w 0.5, 3x256 networks). Departures,
@@ -95,7 +95,7 @@ class Config(ModelBasedConfig):
     model_fit_coef: float = 1e6
     """lambda: weight of the model's own fitting error on real data. Its reward part is (r_M - r)^2 / V_max^2, so
     lambda ~ V_max^2 (~1e6 on HalfCheetah, V_max ~ 1,000) weighs a unit of reward error like a unit of Bellman
-    error; smaller values let the adversarial model drift from the data's reward (bench/RESULTS.md, ARMOR)."""
+    error; smaller values let the adversarial model drift from the data's reward (docs/results.md, "ARMOR attempts")."""
     state_fit_coef: float | None = None
     """Weight of the next-state NLL part of E_D(M) alone; None: ``model_fit_coef`` (Algorithm 1's one lambda on
     the whole fit error). A smaller weight lets the Bellman term move s'_M away from the maximum-likelihood
