@@ -187,9 +187,3 @@ def test_stale_names_what_the_table_command_would_change(tmp_path):
         str(tmp_path / "README.md"),
         "profile.png (missing)",
     ]
-
-
-def test_python_m_bench_report_is_an_alias():
-    from bench import report as alias
-
-    assert alias.main is records.main

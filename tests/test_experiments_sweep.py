@@ -259,9 +259,3 @@ def test_throughput_plot_reads_pytest_benchmark_json_and_skips_without_one(tmp_p
     assert throughput.throughput_plot(tmp_path) is None and "throughput plot skipped" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError):
         throughput.throughput_plot(tmp_path, str(tmp_path / "missing.json"))
-
-
-def test_python_m_bench_sweep_is_an_alias():
-    from bench import sweep as alias
-
-    assert alias.main is main
