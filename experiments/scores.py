@@ -213,7 +213,7 @@ def _score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
 def improvement_profiles(
     cells: Sequence[Cell], reps: int = PROFILE_REPS, seed: int = BOOTSTRAP_SEED, num_taus: int = 141
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, tuple[int, int]]]:
-    """Performance profiles (Agarwal et al. 2021, Sec. 4; ``rliable.library.create_performance_profile``) of
+    """Performance profiles (score distributions, Agarwal et al. 2021; ``library.create_performance_profile``) of
     each algorithm's improvement over the behaviour policy: for a threshold tau, the fraction of its runs whose
     score (last-5 mean) exceeds the behaviour policy's by more than tau normalised points. An algorithm's runs on
     every dataset it ran are pooled (the datasets differ between algorithms and so do the seeds per dataset);
