@@ -46,9 +46,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def config_changes(config: dict, baseline: dict) -> str:
     """``"field=value, ..."`` for the fields of ``config`` (a run's config.json, nested dicts flattened with
-    dots) that differ from ``baseline``'s, ``IGNORED_FIELDS`` left out; ``"baseline"`` when none differ."""
+    dots) that differ from ``baseline``'s, ``IGNORED_FIELDS`` left out; ``"baseline"`` when none differ. A field
+    only one of the two configs has (a run recorded before the field existed) is not compared."""
     a, b = _flat(config), _flat(baseline)
-    diff = [f"{k}={a.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in IGNORED_FIELDS]
+    diff = [f"{k}={a[k]!r}" for k in sorted(set(a) & set(b)) if a[k] != b[k] and k not in IGNORED_FIELDS]
     return ", ".join(diff) if diff else "baseline"
 
 

@@ -29,11 +29,12 @@ def _rows(scores, rmse):
 
 
 def test_ablation_table_names_the_change_and_reads_the_last_window(tmp_path):
-    base_cfg = {"algo": "armor", "out": "a", "command": "x", "model_lr": 5e-4, "rollout": {"horizon": 5}}
+    base_cfg = {"algo": "armor", "out": "a", "command": "x", "twin_min_target": False, "rollout": {"horizon": 5}}
     abl_cfg = {**base_cfg, "out": "b", "command": "y", "rollout": {"horizon": 1}, "twin_min_target": True}
     base = _run(tmp_path / "base", base_cfg, _rows([10, 20, 30, 40, 50, 60, 70], 0.1))
     abl = _run(tmp_path / "abl", abl_cfg, _rows([5, 5, 5, 5, 5, 5, 5], 0.2))
     assert ablations.config_changes(abl_cfg, base_cfg) == "rollout.horizon=1, twin_min_target=True"
+    assert ablations.config_changes({**abl_cfg, "new_field": 1}, base_cfg) == "rollout.horizon=1, twin_min_target=True"
     row = ablations.read_row(base, base_cfg, until=6000, window=2000)
     assert row.change == "baseline"
     assert row.last5 == pytest.approx((20 + 30 + 40 + 50 + 60) / 5)
