@@ -315,8 +315,8 @@ class ARMORAgent(Agent):
         Each critic pass is computed once: at s with the actions of pi, pi_ref and the data, and the live
         and target critics at s'_M. Both losses share these passes; ``backward`` routes each loss's
         gradient to its own parameters. Written as separate, partly detached passes per loss
-        (bench/plain_armor.py), the losses cost 8 critic passes instead of 5 (bench/RESULTS.md: the whole
-        update with this and the other savings in ``update``, 1.28x faster).
+        (bench/plain_armor.py), the losses cost 8 critic passes instead of 5 (bench/RESULTS.md, "ARMOR update",
+        compares the two).
         """
         cfg = self.cfg
         batch = cat_batches(real, model)
