@@ -2,16 +2,18 @@
 the math of ``rollout_step_reference`` (``kernels/rollout_step.py``: PETS soft clamp, MBPO/MOPO
 sampling and penalty) in two kernels.
 
-1. ``_forward_kernel``, grid ``(cdiv(N, BLOCK_M), E)``: one program takes a block of rows through
-   every layer of one member. The input normalisation is fused into the first layer and the hidden
-   activations ``[BLOCK_M, KP]`` stay in registers from layer to layer; only the head
-   ``[BLOCK_M, 2 DP]`` (mean | raw log-variance) is written out. Widths are padded to powers of two
-   (hidden 200 -> KP = 256, D+A -> DINP, D+1 -> DP, each >= 16 for ``tl.dot``) by zero-padding the
-   packed weights once (``_packed``, cached per parameter version), so padded units compute
-   ``silu(0) = 0`` and the kernel needs no masks on weights. For KP = 256 each hidden ``tl.dot`` is
-   split into four K-quarters of 64 (``tl.reshape``/``tl.split`` of the activation) so a weight tile
-   is ``[64, 256]`` (64 KiB in float32) instead of ``[256, 256]`` (256 KiB, more than an SM's
-   shared memory).
+1. ``_forward_kernel``, persistent (``PROGRAMS_PER_SM`` programs per SM on CUDA): each program takes
+   (member, block of ``BLOCK_M`` rows) tiles through every layer of the member. The input normalisation
+   is fused into the first layer; each hidden layer is a GEMM ``[BLOCK_M, KP] @ [KP, KP]`` over K in
+   ``BLOCK_K`` slices, its input activation read back from the program's own scratch slot and its output
+   stored to the slot's other half (ping-pong), so only one ``[BLOCK_M, KP]`` accumulator lives in
+   registers and Triton stages both operands through shared memory, software-pipelined over K; the
+   slots (``2 BLOCK_M KP`` floats per program, a few tens of MiB in all) are meant to stay in L2. Only the
+   head ``[BLOCK_M, 2 DP]`` (mean | raw log-variance) goes to memory for the epilogue. Widths are padded
+   to powers of two (hidden 200 -> KP = 256, D+A -> DINP, D+1 -> DP, each >= 16 for ``tl.dot``) by
+   zero-padding the packed weights once (``_packed``, cached per parameter version), so padded units
+   compute ``silu(0) = 0`` and the kernel needs no masks on weights. The candidates autotuning may pick
+   (``PICKABLE``) compile without register spills (bench/RESULTS.md, ``python -m bench.triton_aot``).
 2. ``_epilogue_kernel``, grid ``(cdiv(N, BLOCK_R),)``: per row, over the E members' heads: the
    soft-clamped variance in closed form (``kernels.rollout_step_cpu.variance``), the uncertainty
    (max over members), the sample of the chosen member, the penalised reward, termination and the
@@ -32,6 +34,7 @@ from __future__ import annotations
 import functools
 import os
 import weakref
+from dataclasses import dataclass
 
 import torch
 
@@ -63,18 +66,6 @@ def _import_triton() -> bool:
     return True
 
 
-MAX_WIDTH = 256
-"""Largest padded hidden width: the ``[BLOCK_M, KP]`` activation and float32 accumulator live in
-registers, which is affordable up to 256 (hidden 200, the MBPO/MOPO width)."""
-
-INTERPRET_BLOCK_M = 16
-"""Rows per program under the interpreter (no autotuning there): small, so tests with N of a few
-dozen still cover several row blocks and the masked last block."""
-
-EPILOGUE_BLOCK_R = 128
-"""Rows per epilogue program: the epilogue is memory-bound and tiny next to the forward."""
-
-
 def _forward_kernel(
     obs_ptr,
     act_ptr,
@@ -87,6 +78,7 @@ def _forward_kernel(
     wl_ptr,
     bl_ptr,
     head_ptr,
+    scratch_ptr,
     N,
     E: tl.constexpr,
     NUM_HIDDEN: tl.constexpr,
@@ -97,67 +89,65 @@ def _forward_kernel(
     DP: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
-    """One member (``program_id(1)``) for ``BLOCK_M`` rows: ``head[e, rows] = MLP_e(norm(obs, act))``.
+    """``head[e, rows] = MLP_e(norm(obs, act))`` for every (member, block of ``BLOCK_M`` rows) tile.
 
-    Packed weights (zero-padded): ``w0 [E, DINP, KP]``, ``b0 [E, KP]``, ``wh [NUM_HIDDEN, E, KP, KP]``,
-    ``bh [NUM_HIDDEN, E, KP]``, ``wl [E, KP, 2 DP]``, ``bl [E, 2 DP]``; ``head [E, N, 2 DP]``.
-    E and NUM_HIDDEN are compile-time constants (one compilation per ensemble shape), which also
-    lets Triton 3.3's interpreter run the loops over them.
+    Persistent: program p takes tiles p, p + P, p + 2P, ... (P programs, tiles member-major so that the
+    programs running together read the same member's weights). Packed weights (zero-padded):
+    ``w0 [E, DINP, KP]``, ``b0 [E, KP]``, ``wh [NUM_HIDDEN, E, KP, KP]``, ``bh [NUM_HIDDEN, E, KP]``,
+    ``wl [E, KP, 2 DP]``, ``bl [E, 2 DP]``; ``head [E, N, 2 DP]``; ``scratch [P, 2, BLOCK_M, KP]``.
+    Each layer is a GEMM over K in ``BLOCK_K`` slices of its input activation, read back from this
+    program's scratch slot; the output goes to the slot's other half (ping-pong), so only the layer's
+    ``[BLOCK_M, KP]`` accumulator lives in registers. ``tl.debug_barrier`` orders each store before the
+    next layer's loads (and the loads before the stores that reuse a half) across the program's threads.
     """
     pid = tl.program_id(0)
-    e = tl.program_id(1)
-    rows = (pid * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    rmask = rows < N
+    num_blocks = (N + BLOCK_M - 1) // BLOCK_M
+    r = tl.arange(0, BLOCK_M)
     cin = tl.arange(0, DINP)
     ck = tl.arange(0, KP)
-    # x = (concat(obs, act) - in_mean) / in_std, [BLOCK_M, DINP], padded columns 0
+    cb = tl.arange(0, BLOCK_K)
+    co = tl.arange(0, 2 * DP)
     is_obs = cin < D
     is_act = (cin >= D) & (cin < D + A)
-    xo = tl.load(obs_ptr + rows[:, None] * D + cin[None, :], mask=rmask[:, None] & is_obs[None, :], other=0.0)
-    xa = tl.load(act_ptr + rows[:, None] * A + (cin[None, :] - D), mask=rmask[:, None] & is_act[None, :], other=0.0)
     mu = tl.load(in_mean_ptr + cin, mask=is_obs | is_act, other=0.0)
     sd = tl.load(in_std_ptr + cin, mask=is_obs | is_act, other=1.0)
-    x = (xo + xa - mu[None, :]) / sd[None, :]
-    # layer 0: [BLOCK_M, DINP] @ [DINP, KP]
-    w = tl.load(w0_ptr + e * DINP * KP + cin[:, None] * KP + ck[None, :])
-    h = tl.dot(x, w, input_precision=PRECISION) + tl.load(b0_ptr + e * KP + ck)[None, :]
-    h = h / (1.0 + tl.exp(-h))  # SiLU
-    # hidden layers: [BLOCK_M, KP] @ [KP, KP], activations stay in registers
-    Q: tl.constexpr = KP // 4
-    cq = tl.arange(0, Q)
-    for layer in range(NUM_HIDDEN):
-        wbase = wh_ptr + (layer * E + e) * KP * KP
-        if KP == 256:  # MAX_WIDTH
-            # K split in quarters: column c = a * 2Q + b * Q + q -> [BLOCK_M, Q, a, b]
-            h4 = tl.permute(tl.reshape(h, (BLOCK_M, 2, 2, Q)), (0, 3, 1, 2))
-            hb0, hb1 = tl.split(h4)  # b = 0 / 1: [BLOCK_M, Q, a]
-            h0, h2 = tl.split(hb0)  # quarters 0 and 2
-            h1, h3 = tl.split(hb1)  # quarters 1 and 3
-            acc = tl.dot(h0, tl.load(wbase + cq[:, None] * KP + ck[None, :]), input_precision=PRECISION)
-            acc = tl.dot(h1, tl.load(wbase + (Q + cq[:, None]) * KP + ck[None, :]), acc, input_precision=PRECISION)
-            acc = tl.dot(h2, tl.load(wbase + (2 * Q + cq[:, None]) * KP + ck[None, :]), acc, input_precision=PRECISION)
-            acc = tl.dot(h3, tl.load(wbase + (3 * Q + cq[:, None]) * KP + ck[None, :]), acc, input_precision=PRECISION)
-        else:
-            acc = tl.dot(h, tl.load(wbase + ck[:, None] * KP + ck[None, :]), input_precision=PRECISION)
-        h = acc + tl.load(bh_ptr + (layer * E + e) * KP + ck)[None, :]
-        h = h / (1.0 + tl.exp(-h))
-    # output layer: [BLOCK_M, KP] @ [KP, 2 DP] -> head[e, rows]
-    co = tl.arange(0, 2 * DP)
-    wbase = wl_ptr + e * KP * 2 * DP
-    if KP == 256:
-        h4 = tl.permute(tl.reshape(h, (BLOCK_M, 2, 2, Q)), (0, 3, 1, 2))
-        hb0, hb1 = tl.split(h4)
-        h0, h2 = tl.split(hb0)
-        h1, h3 = tl.split(hb1)
-        out = tl.dot(h0, tl.load(wbase + cq[:, None] * 2 * DP + co[None, :]), input_precision=PRECISION)
-        out = tl.dot(h1, tl.load(wbase + (Q + cq[:, None]) * 2 * DP + co[None, :]), out, input_precision=PRECISION)
-        out = tl.dot(h2, tl.load(wbase + (2 * Q + cq[:, None]) * 2 * DP + co[None, :]), out, input_precision=PRECISION)
-        out = tl.dot(h3, tl.load(wbase + (3 * Q + cq[:, None]) * 2 * DP + co[None, :]), out, input_precision=PRECISION)
-    else:
-        out = tl.dot(h, tl.load(wbase + ck[:, None] * 2 * DP + co[None, :]), input_precision=PRECISION)
-    out = out + tl.load(bl_ptr + e * 2 * DP + co)[None, :]
-    tl.store(head_ptr + (e * N + rows[:, None]) * (2 * DP) + co[None, :], out, mask=rmask[:, None])
+    slot = scratch_ptr + pid.to(tl.int64) * (2 * BLOCK_M * KP)
+    for tile in range(pid, E * num_blocks, tl.num_programs(0)):
+        e = tile // num_blocks
+        rows = ((tile % num_blocks) * BLOCK_M + r).to(tl.int64)
+        rmask = rows < N
+        # layer 0 on x = (concat(obs, act) - in_mean) / in_std: [BLOCK_M, DINP] @ [DINP, KP], padding 0
+        xo = tl.load(obs_ptr + rows[:, None] * D + cin[None, :], mask=rmask[:, None] & is_obs[None, :], other=0.0)
+        xa = tl.load(act_ptr + rows[:, None] * A + (cin[None, :] - D), mask=rmask[:, None] & is_act[None, :], other=0.0)
+        x = (xo + xa - mu[None, :]) / sd[None, :]
+        h = tl.dot(x, tl.load(w0_ptr + e * DINP * KP + cin[:, None] * KP + ck[None, :]), input_precision=PRECISION)
+        h = h + tl.load(b0_ptr + e * KP + ck)[None, :]
+        h = h / (1.0 + tl.exp(-h))  # SiLU
+        tl.debug_barrier()  # the previous tile's output layer has read its half
+        tl.store(slot + r[:, None] * KP + ck[None, :], h)
+        # hidden layers: [BLOCK_M, KP] @ [KP, KP], the input read from one half, the output written to the other
+        for layer in range(NUM_HIDDEN):
+            src = slot + (layer % 2) * (BLOCK_M * KP)
+            wbase = wh_ptr + (layer * E + e) * KP * KP
+            acc = tl.full((BLOCK_M, KP), 0.0, tl.float32) + tl.load(bh_ptr + (layer * E + e) * KP + ck)[None, :]
+            tl.debug_barrier()  # src is written
+            for k in range(0, KP, BLOCK_K):
+                a = tl.load(src + r[:, None] * KP + (k + cb[None, :]))
+                w = tl.load(wbase + (k + cb[:, None]) * KP + ck[None, :])
+                acc = tl.dot(a, w, acc, input_precision=PRECISION)
+            acc = acc / (1.0 + tl.exp(-acc))
+            tl.store(slot + ((layer + 1) % 2) * (BLOCK_M * KP) + r[:, None] * KP + ck[None, :], acc)
+        # output layer: [BLOCK_M, KP] @ [KP, 2 DP] -> head[e, rows]
+        src = slot + (NUM_HIDDEN % 2) * (BLOCK_M * KP)
+        wbase = wl_ptr + e * KP * 2 * DP
+        out = tl.full((BLOCK_M, 2 * DP), 0.0, tl.float32) + tl.load(bl_ptr + e * 2 * DP + co)[None, :]
+        tl.debug_barrier()
+        for k in range(0, KP, BLOCK_K):
+            a = tl.load(src + r[:, None] * KP + (k + cb[None, :]))
+            out = tl.dot(a, tl.load(wbase + (k + cb[:, None]) * (2 * DP) + co[None, :]), out, input_precision=PRECISION)
+        tl.store(head_ptr + (e * N + rows[:, None]) * (2 * DP) + co[None, :], out, mask=rmask[:, None])
 
 
 def _epilogue_kernel(
@@ -249,15 +239,79 @@ def _epilogue_kernel(
     tl.store(terminal_ptr + rows, terminal.to(tl.int8), mask=rmask)
 
 
-def _autotune_configs():
-    """Block sizes for the forward: rows per program x warps. BLOCK_M * KP float32 registers hold
-    the activation and as many the accumulator, so large BLOCK_M pairs with 8 warps."""
+# Tuning: below the kernels, so that editing it leaves their line numbers (part of Triton's cache key) alone.
+
+MAX_WIDTH = 256
+"""Largest padded hidden width: a layer's ``[BLOCK_M, KP]`` float32 accumulator lives in registers, which
+is affordable up to 256 (hidden 200, the MBPO/MOPO width)."""
+
+INTERPRET_BLOCK_M = 16
+"""Rows per program under the interpreter (no autotuning there): small, so tests with N of a few
+dozen still cover several row blocks and the masked last block."""
+
+INTERPRET_BLOCK_K = 64
+"""K slice under the interpreter (capped at KP): few, large NumPy matmuls per layer."""
+
+EPILOGUE_BLOCK_R = 64
+"""Rows per epilogue program: the epilogue is memory-bound and tiny next to the forward. 64 rows x 8 warps put 8
+of each ``[BLOCK_R, DP]`` tensor's floats in a thread; 128 rows spilled for sm_90 (the aleatoric epilogue with 4
+warps, 10 ``STL``; the disagreement one with 8 warps, 3 ``STL``; 2026-12-06, bench/RESULTS.md)."""
+
+EPILOGUE_NUM_WARPS = 8
+"""Warps per epilogue program (see ``EPILOGUE_BLOCK_R``)."""
+
+PROGRAMS_PER_SM = 2
+"""Persistent forward programs launched per SM. Where registers and shared memory let two reside, one's GEMM
+hides the other's layer boundary (barrier, store, pipeline refill); where only one fits, the second runs after
+it, with the same total work per SM, since the programs share the tiles evenly. Warps per SM of each candidate:
+the compile table in bench/RESULTS.md."""
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    """One autotuning candidate of ``_forward_kernel``."""
+
+    block_m: int
+    """Rows per tile (the GEMMs' M)."""
+    block_k: int
+    """K slice of each GEMM step (the activation and weight tiles staged through shared memory)."""
+    num_warps: int
+    num_stages: int
+    """Software-pipeline depth of the K loops."""
+
+
+FORWARD_CONFIGS = (
+    ForwardConfig(32, 16, 4, 2),
+    ForwardConfig(64, 16, 8, 2),
+    ForwardConfig(64, 32, 8, 2),
+    ForwardConfig(64, 32, 4, 2),  # spills: the [64, KP] accumulator is 128 registers a thread on 4 warps
+    ForwardConfig(128, 32, 8, 2),  # spills: likewise on 8 warps
+)
+"""The candidates ``python -m bench.triton_aot`` compiles; ``PICKABLE`` says which autotuning may pick. The last
+two spill for sm_80 and sm_90 in both precisions (2026-12-06), so they stay in the table and out of autotuning;
+the last would halve the weights' L2 traffic per row (bench/RESULTS.md)."""
+
+PICKABLE = {"ieee": FORWARD_CONFIGS[:3], "tf32": FORWARD_CONFIGS[:3]}
+"""Per precision, the candidates that compile without spills for sm_80 and sm_90 at the MOPO ensemble's widths
+(KP 256; smaller widths need fewer registers): the compile table in bench/RESULTS.md (``python -m
+bench.triton_aot``). Kept below the kernels in this file: Triton's cache key holds a kernel's first line."""
+
+
+def may_pick(config: ForwardConfig, precision: str, kp: int) -> bool:
+    """Whether autotuning may pick ``config`` for this precision and padded hidden width."""
+    return config in PICKABLE[precision] and config.block_k <= kp
+
+
+def _prune(configs, nargs, **meta):
+    """``early_config_prune`` of the forward's autotuner: the candidates ``may_pick`` allows."""
     return [
-        triton.Config({"BLOCK_M": bm}, num_warps=nw, num_stages=ns)
-        for bm in (16, 32, 64, 128)
-        for nw in (4, 8)
-        for ns in (1, 2)
-        if not (bm == 128 and nw == 4)
+        c
+        for c in configs
+        if may_pick(
+            ForwardConfig(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_K"], c.num_warps, c.num_stages),
+            meta["PRECISION"],
+            meta["KP"],
+        )
     ]
 
 
@@ -270,14 +324,26 @@ def _kernels(interpret: bool):
         from triton.runtime.interpreter import InterpretedFunction
 
         return InterpretedFunction(_forward_kernel), InterpretedFunction(_epilogue_kernel)
-    forward = triton.autotune(configs=_autotune_configs(), key=["KP", "DINP", "DP", "NUM_HIDDEN", "PRECISION"])(
-        triton.jit(_forward_kernel)
-    )
+    configs = [
+        triton.Config({"BLOCK_M": c.block_m, "BLOCK_K": c.block_k}, num_warps=c.num_warps, num_stages=c.num_stages)
+        for c in FORWARD_CONFIGS
+    ]
+    forward = triton.autotune(
+        configs=configs,
+        key=["KP", "DINP", "DP", "NUM_HIDDEN", "PRECISION"],
+        prune_configs_by={"early_config_prune": _prune},
+    )(triton.jit(_forward_kernel))
     return forward, triton.jit(_epilogue_kernel)
 
 
 def _pow2(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def padded_widths(obs_dim: int, act_dim: int, hidden_dim: int) -> tuple[int, int, int]:
+    """``(DINP, KP, DP)``: the kernel's padded widths of the input ``D + A``, the hidden layers and the head
+    half ``D + 1`` (powers of two, at least 16 for ``tl.dot``)."""
+    return _pow2(obs_dim + act_dim), _pow2(hidden_dim), _pow2(obs_dim + 1)
 
 
 def unsupported_reason(params: EnsembleParams, device: torch.device) -> str | None:
@@ -316,8 +382,8 @@ def _packed(params: EnsembleParams) -> tuple[torch.Tensor, ...]:
         return hit[1]
     e, d, a = params.num_members, params.obs_dim, params.act_dim
     ws, bs = params.weights, params.biases
-    k, dinp, dp = ws[0].shape[2], _pow2(d + a), _pow2(d + 1)
-    kp = _pow2(k)
+    k = ws[0].shape[2]
+    dinp, kp, dp = padded_widths(d, a, k)
     dev = params.device
     with torch.no_grad():
         w0 = torch.zeros(e, dinp, kp, device=dev)
@@ -377,12 +443,17 @@ def _rollout_step_triton(
     if n == 0:  # a grid of zero programs is not a valid launch
         return StepOutput(next_obs, reward, unc, terminal.view(torch.bool))
     head = torch.empty(e, n, 2 * dp, device=obs.device)
-    args = (obs, act, params.in_mean, params.in_std, w0, b0, wh, bh, wl, bl, head, n)
     meta = dict(E=e, NUM_HIDDEN=len(params.weights) - 2, D=d, A=params.act_dim, DINP=dinp, KP=kp, DP=dp)
-    if interpret:
-        forward[(triton.cdiv(n, INTERPRET_BLOCK_M), e)](*args, **meta, PRECISION=precision, BLOCK_M=INTERPRET_BLOCK_M)
-    else:
-        forward[lambda m: (triton.cdiv(n, m["BLOCK_M"]), e)](*args, **meta, PRECISION=precision)
+    if interpret:  # one tile per program
+        num_tiles = e * triton.cdiv(n, INTERPRET_BLOCK_M)
+        scratch = torch.empty(num_tiles, 2, INTERPRET_BLOCK_M, kp, device=obs.device)
+        grid, tune = (num_tiles,), dict(BLOCK_M=INTERPRET_BLOCK_M, BLOCK_K=min(INTERPRET_BLOCK_K, kp))
+    else:  # persistent: PROGRAMS_PER_SM programs per SM, a scratch slot each for the largest candidate
+        slots = PROGRAMS_PER_SM * torch.cuda.get_device_properties(obs.device).multi_processor_count
+        scratch = torch.empty(slots, 2, max(c.block_m for c in FORWARD_CONFIGS), kp, device=obs.device)
+        grid, tune = (lambda m: (min(slots, e * triton.cdiv(n, m["BLOCK_M"])),)), {}
+    args = (obs, act, params.in_mean, params.in_std, w0, b0, wh, bh, wl, bl, head, scratch, n)
+    forward[grid](*args, **meta, PRECISION=precision, **tune)
     epilogue[(triton.cdiv(n, EPILOGUE_BLOCK_R),)](
         head,
         obs,
@@ -405,6 +476,7 @@ def _rollout_step_triton(
         HAS_LOW=obs_low is not None,
         HAS_HIGH=obs_high is not None,
         BLOCK_R=EPILOGUE_BLOCK_R,
+        **({} if interpret else dict(num_warps=EPILOGUE_NUM_WARPS)),
     )
     return StepOutput(next_obs, reward, unc, terminal.view(torch.bool))
 

@@ -18,8 +18,8 @@ import math
 import pytest
 import torch
 
+from bench.tf32_error import reference_tf32
 from kernels import EnsembleParams, rollout_step
-from kernels.params import soft_clamp_logvar
 from kernels.rollout_step import BACKENDS, rollout_step_reference
 from kernels.rollout_step_cpu import rollout_step_cpu
 
@@ -149,28 +149,8 @@ def test_triton_matches_reference(triton_device, n, e, d, a, k, layers, kind):
     check_backend("triton", case, kind, triton_device)
 
 
-def tf32_truncate(t: torch.Tensor) -> torch.Tensor:
-    """Keep 10 mantissa bits (TF32), truncating like tensor cores fed float32 registers (the worse
-    of truncation and round-to-nearest)."""
-    return (t.contiguous().view(torch.int32) & ~0x1FFF).view(torch.float32)
-
-
-def reference_tf32(p, obs, act, noise, member, penalty_coef):
-    """The reference's math with every matmul input truncated to TF32 (accumulation in float32)."""
-    h = ((torch.cat([obs, act], -1) - p.in_mean) / p.in_std).expand(p.num_members, -1, -1)
-    for i, (w, b) in enumerate(zip(p.weights, p.biases)):
-        h = torch.baddbmm(b.unsqueeze(1), tf32_truncate(h), tf32_truncate(w))
-        h = torch.nn.functional.silu(h) if i < len(p.weights) - 1 else h
-    mean, raw = h.chunk(2, dim=-1)
-    std = (0.5 * soft_clamp_logvar(raw, p.max_logvar, p.min_logvar)).exp()
-    u = std.norm(dim=-1).amax(0)
-    rows = torch.arange(obs.shape[0])
-    y = mean[member, rows] + std[member, rows] * noise
-    return obs + y[:, : p.obs_dim], y[:, p.obs_dim] - penalty_coef * u, u
-
-
 # TF32 keeps 10 of float32's 23 mantissa bits, so each matmul input carries up to 2^-10 ~ 1e-3
-# relative error, which largely averages out over the 200-term sums. Measured with tf32_truncate on
+# relative error, which largely averages out over the 200-term sums. Measured with truncation to TF32 on
 # the MOPO-sized ensemble below (E=7, 4 x 200 SiLU, D=17, A=6, 256 rows, seeds 0-4): 1.0e-4 to
 # 1.7e-4 on next_obs, 0.5e-4 to 1.2e-4 on reward, <1e-5 on uncertainty, errors normalised by
 # max(1, |float32 value|). Bound: 1e-3 (~6x the worst seed).
