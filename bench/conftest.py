@@ -5,13 +5,14 @@ default in pyproject.toml, as CI runs it) uses small sizes, so every benchmark b
 once, end to end, in seconds."""
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import pytest
 import torch
+
+from engine.logger import machine_info
 
 QUICK = False
 """True when benchmarks are disabled (a test run): ``bench_size`` then returns the quick sizes."""
@@ -29,13 +30,8 @@ def bench_size(env_var: str, full: int | str, quick: int | str) -> str:
 
 def machine() -> str:
     """CPU model, cores and torch threads, for the benchmark's extra_info and RESULTS.md."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{machine_info()['cpu']}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)"
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 
 from engine.dynamics import DynamicsConfig
 from engine.envs import ENVS
+from engine.logger import machine_info
 from kernels import rollout_step_triton as rst
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -277,12 +277,7 @@ def machine_line() -> str:
     """CPU model, date and tool versions for the RESULTS section."""
     import triton
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = machine_info()["cpu"]
     ptxas = subprocess.run([_tool("ptxas_blackwell"), "--version"], capture_output=True, text=True).stdout
     version = re.search(r"release ([\d.]+)", ptxas)
     return (
