@@ -4,16 +4,17 @@
 
 Parts, run in this order, each in its own process with its own time budget (seconds, ``--budget NAME=S``):
 
-- ``parity`` (60 s): the kernel tests of the Triton backends on CUDA against the torch reference
-  (``pytest tests/test_kernels_backends.py -k cuda``), pass/fail counts.
-- ``throughput`` (110 s): the fused step (``kernels.rollout_step``, E 7 x 4x200 SiLU, HalfCheetah dims) at
+- ``parity`` (90 s): the kernel tests of the Triton backends on CUDA against the torch reference
+  (``pytest tests/test_kernels_backends.py -k cuda``), pass/fail counts; first, so that the next part finds
+  the kernels it compiled and autotuned for the MOPO shape in Triton's cache.
+- ``throughput`` (120 s): the fused step (``kernels.rollout_step``, E 7 x 4x200 SiLU, HalfCheetah dims) at
   N = 50k, 500k and 5M rows for ``triton`` (IEEE), ``triton-tf32``, torch eager (the reference, TF32 off/on)
   and ``torch.compile`` of the reference (TF32 off/on): median rows/s of 5 synchronised calls after a warm-up.
   The torch providers run 5M rows in chunks of 1M (their [E, N, 200] intermediates would not fit at once).
-- ``mjx`` (100 s): 1,000 HalfCheetah episodes x 1,000 steps on MJX (``engine.mjx_eval``; compile, then a timed
+- ``mjx`` (90 s): 1,000 HalfCheetah episodes x 1,000 steps on MJX (``engine.mjx_eval``; compile, then a timed
   call) against the CPU evaluator (``engine.evaluate``) on the first 32 of the same episodes: env steps/s
   each and the paired returns' largest difference.
-- ``mopo`` (180 s): ``python -m algos.mopo --fast --device cuda``: its summary, or how far it got.
+- ``mopo`` (150 s): ``python -m algos.mopo --fast --device cuda``: its summary, or how far it got.
 
 A part that fails, raises or overruns its budget is recorded in the JSON (``status`` "failed"/"timeout",
 ``error``, the output's tail) and the check goes on. Exit status 0 when every part passed.
@@ -50,10 +51,10 @@ class Part:
 
 
 PARTS = {
-    "parity": Part("bench.gpu_check:part_parity", 60),
-    "throughput": Part("bench.gpu_check:part_throughput", 110),
-    "mjx": Part("bench.gpu_check:part_mjx", 100),
-    "mopo": Part("bench.gpu_check:part_mopo", 180),
+    "parity": Part("bench.gpu_check:part_parity", 90),
+    "throughput": Part("bench.gpu_check:part_throughput", 120),
+    "mjx": Part("bench.gpu_check:part_mjx", 90),
+    "mopo": Part("bench.gpu_check:part_mopo", 150),
 }
 """The parts and their default budgets: 450 s in all, under the 8-minute goal with each process's start-up."""
 
@@ -142,19 +143,18 @@ def part_throughput() -> dict:
     }
     out = dict(device=torch.cuda.get_device_name(), E=E, K=K, layers=LAYERS, torch_chunk_rows=TORCH_CHUNK_ROWS)
     out.update(flops_per_row=ensemble_flops(step_inputs(1, "cpu")[0], 1), results=[], errors={})
-    for n in SIZES:
-        inputs = step_inputs(n, "cuda")
-        for name, fn in providers.items():
+    inputs = {n: step_inputs(n, "cuda") for n in SIZES}
+    for name, fn in providers.items():  # provider by provider: a budget cut loses the last providers, not the last N
+        for n in SIZES:
             try:
-                s = _median_seconds(lambda fn=fn, inputs=inputs: fn(*inputs))
+                s = _median_seconds(lambda fn=fn, n=n: fn(*inputs[n]))
                 out["results"].append(dict(N=n, provider=name, seconds=s, rows_per_s=n / s))
             except Exception as e:  # an OOM or a compile error of one provider is a finding, not the end
                 out["errors"][f"{name}@{n}"] = f"{type(e).__name__}: {str(e)[:300]}"
             finally:
                 torch.backends.cuda.matmul.allow_tf32 = False
+                torch.cuda.empty_cache()
             _write_partial(out)
-        del inputs
-        torch.cuda.empty_cache()
     return out
 
 

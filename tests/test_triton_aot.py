@@ -37,6 +37,24 @@ def test_epilogue_compiles_for_sm90():
     assert row["spill_stores"] == 0
 
 
+def test_autotuning_is_pruned_to_the_pickable_candidates():
+    """``_prune`` (the autotuner's ``early_config_prune``) keeps exactly ``may_pick``'s candidates, in order."""
+    pytest.importorskip("triton")
+    assert rst._import_triton()
+    configs = [
+        rst.triton.Config({"BLOCK_M": c.block_m, "BLOCK_K": c.block_k}, num_warps=c.num_warps, num_stages=c.num_stages)
+        for c in rst.FORWARD_CONFIGS
+    ]
+    for precision in ("ieee", "tf32"):
+        kept = rst._prune(configs, {}, PRECISION=precision, KP=256)
+        assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_K"], c.num_warps) for c in kept] == [
+            (c.block_m, c.block_k, c.num_warps) for c in rst.PICKABLE[precision]
+        ]
+        assert 0 < len(kept) < len(configs)  # the spilling candidates are pruned
+    narrow = rst._prune(configs, {}, PRECISION="tf32", KP=16)  # K slices no wider than the padded width
+    assert narrow and all(c.kwargs["BLOCK_K"] <= 16 for c in narrow)
+
+
 def test_env_shapes_come_from_the_env_specs_and_the_dynamics_defaults():
     shapes = {s.envs: s for s in aot.env_shapes()}
     assert set(shapes) == {("halfcheetah", "walker2d"), ("hopper",)}  # equal (D, A) compile once
