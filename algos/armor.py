@@ -378,7 +378,8 @@ class ARMORAgent(Agent):
                 h.update(v.detach().cpu().contiguous().numpy().tobytes())
         h.update(generator.get_state().numpy().tobytes())
         fields = ("batch_size", "fast_lr", "gamma", "tau", "residual_weight", "critic_pretrain_updates", "hidden_dims")
-        h.update(repr({k: asdict(cfg)[k] for k in fields}).encode())
+        values = asdict(cfg)
+        h.update(repr({k: values[k] for k in fields}).encode())
         return Path(cfg.critic_pretrain_cache) / f"{h.hexdigest()[:16]}.pt"
 
     def prepare(self, generator, progress: bool = False) -> dict:
