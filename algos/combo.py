@@ -95,6 +95,17 @@ for _env, _hp in _COMBO_HPARAMS.items():
         )
 BUDGETS = {"fast": fast_budget(num_updates=3_000)}
 """``--fast``: the whole job in minutes (bench/RESULTS.md has COMBO's update cost against SAC's)."""
+BUDGET_NOTES = {
+    "fast": (
+        "--fast is a pipeline check of COMBO (3,000 updates), not a score: COMBO first passes the behaviour "
+        "policy after about 40,000 updates. The recorded budget that shows it is the dataset preset: "
+        "`python -m algos.combo --dataset simloop/halfcheetah/medium-v0 --num-updates 200000` scored 40.0 at 40k "
+        "updates and 51.0 over its last 5 evaluations (behaviour policy 36.8) in 5.7 h on a 2-core AMD EPYC, at "
+        "1 thread beside another run to 140k, then 2 (bench/results/combo/simloop_halfcheetah_medium-v0/seed0)."
+    )
+}
+"""What ``python -m algos.combo`` prints beside the result of a budget preset (``engine.cli.run_cli``); the
+figures are the named record's (tests/test_budget_notes.py checks them against it)."""
 
 
 def conservative_penalty(

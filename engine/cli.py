@@ -110,16 +110,24 @@ def parse_cli(
 def run_cli(module, argv: list[str] | None = None) -> dict:
     """The ``__main__`` of an algorithm module: parse (``parse_cli``), ``train(cfg, resume)``, print the table.
 
-    ``module`` provides ``ALGO`` (its name), ``Config``, ``PRESETS``, ``BUDGETS``, ``train`` and its docstring.
+    ``module`` provides ``ALGO`` (its name), ``Config``, ``PRESETS``, ``BUDGETS``, ``train`` and its docstring,
+    and may provide ``BUDGET_NOTES`` (budget preset name -> text): a run of that preset prints the text before it
+    trains and again under its result table (say, that ``--fast`` checks the pipeline and which recorded budget
+    shows learning).
     """
     import sys
 
     from engine.data import DEFAULT_DATASET
 
     prog = f"python -m algos.{module.ALGO}"
+    args = sys.argv[1:] if argv is None else list(argv)
+    budget = _peek(args, "--preset") or ("fast" if "--fast" in args else None)
+    note = getattr(module, "BUDGET_NOTES", {}).get(budget) if "--resume" not in args else None
+    if note:
+        print(note)
     try:
         cfg, resume = parse_cli(
-            sys.argv[1:] if argv is None else argv,
+            args,
             module.Config,
             module.PRESETS,
             module.BUDGETS,
@@ -134,4 +142,6 @@ def run_cli(module, argv: list[str] | None = None) -> dict:
             raise
         sys.exit(f"{prog}: error: {e}")  # bad input from the command line: the message, status 1
     print_summary(summary, summary["run_dir"])
+    if note:
+        print(note)
     return summary
