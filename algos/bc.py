@@ -202,7 +202,7 @@ def fit_bc(
 
 
 RUN_CONTROL_FIELDS = ("num_updates", "num_threads", "progress", "checkpoint_interval", "device")
-"""Fields a resumed BC run may change (as ``engine.trainer.RUN_CONTROL_FIELDS``)."""
+"""Fields a resumed BC run may change (as ``engine.model_based_config.RUN_CONTROL_FIELDS``)."""
 
 
 def train(cfg: Config | None, resume: str | None = None) -> dict:

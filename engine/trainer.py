@@ -24,10 +24,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 from tqdm import tqdm
@@ -36,121 +33,13 @@ from engine import checkpoint, data
 from engine.agent import MakeAgent
 from engine.buffer import ReplayBuffer
 from engine.config import to_dict
-from engine.dynamics import DynamicsConfig, fit_or_load, shipped_ensemble
+from engine.dynamics import fit_or_load
 from engine.evaluate import evaluate
 from engine.logger import RunLogger, default_run_dir, machine_info
-from engine.rollout import RolloutConfig, RolloutEngine, rollout_metrics
+from engine.model_based_config import RUN_CONTROL_FIELDS, ModelBasedConfig, with_dynamics_seed
+from engine.off_data import UncertaintyProbe, off_data_warning
+from engine.rollout import RolloutEngine, rollout_metrics
 from engine.termination import termination_params
-from kernels import rollout_step
-
-
-@dataclass(frozen=True)
-class ModelBasedConfig:
-    """Fields every model-based algorithm shares (each is a CLI flag: ``--num-updates``)."""
-
-    dataset: str = data.DEFAULT_DATASET
-    """Minari dataset id (simloop ids are generated locally when missing)."""
-    seed: int = 0
-    """Seed of every random choice: network initialisation, sampling, rollouts, evaluation episodes, and the
-    dynamics ensemble unless ``dynamics.seed`` or ``dynamics_path`` is given."""
-    device: str = "cpu"
-    """torch device."""
-    num_threads: int = 1
-    """torch intra-op threads on the CPU (1: one run per core; bench/RESULTS.md has the measurements)."""
-    num_updates: int = 1_000_000
-    """Gradient steps of the agent (MOPO/COMBO: 1,000 epochs x 1,000 steps)."""
-    batch_size: int = 256
-    """Minibatch size (real + model rows)."""
-    real_ratio: float = 0.05
-    """Fraction of each minibatch drawn from the dataset; the rest from model rollouts."""
-    rollout: RolloutConfig = RolloutConfig(horizon=5, penalty_coef=0.0)
-    """Model rollout horizon h and reward penalty coefficient lambda."""
-    rollout_batch_size: int = 50_000
-    """N: start states per rollout phase, drawn from the dataset."""
-    rollout_interval: int = 1_000
-    """Gradient steps between rollout phases."""
-    model_retain_rollouts: int = 5
-    """Rollout phases the model buffer keeps (capacity = this x rollout_batch_size x horizon)."""
-    dynamics: DynamicsConfig = DynamicsConfig()
-    """Dynamics ensemble (7 members, 5 elites, 4x200 SiLU); its seed follows ``seed`` unless given."""
-    dynamics_path: str | None = None
-    """Use this saved ensemble instead of the cache (trained on this dataset; its own seed applies)."""
-    eval_interval: int = 10_000
-    """Gradient steps between evaluations on the true environment."""
-    eval_episodes: int = 10
-    """Episodes of the final evaluation (intermediate ones use half, at least 1)."""
-    eval_backend: Literal["cpu", "mjx"] = "cpu"
-    """True-environment evaluation: "cpu" (Gymnasium MuJoCo, the default without a GPU) or "mjx" (all
-    episodes in parallel in one compiled JAX loop; fast on a GPU once compiled, on first use in a process)."""
-    log_interval: int = 1_000
-    """Gradient steps between metric rows."""
-    checkpoint_interval: int = 10_000
-    """Gradient steps between checkpoints (resumable with --resume; a larger --num-updates extends the run)."""
-    out: str | None = None
-    """Run directory; default runs/<algo>/<dataset>/<time>/."""
-    progress: bool = True
-    """Show progress bars."""
-
-    def __post_init__(self):
-        checks = {
-            "num_updates": self.num_updates >= 1,
-            "batch_size": self.batch_size >= 1,
-            "real_ratio": 0.0 <= self.real_ratio <= 1.0,
-            "rollout_batch_size": self.rollout_batch_size >= 1,
-            "rollout_interval": self.rollout_interval >= 1,
-            "model_retain_rollouts": self.model_retain_rollouts >= 1,
-            "eval_interval": self.eval_interval >= 1,
-            "eval_episodes": self.eval_episodes >= 1,
-            "log_interval": self.log_interval >= 1,
-            "checkpoint_interval": self.checkpoint_interval >= 1,
-            "num_threads": self.num_threads >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"bad config value(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)} "
-                "(counts and intervals must be >= 1, real_ratio in [0, 1])"
-            )
-
-
-RECORDED_DYNAMICS = DynamicsConfig(max_epochs=60, max_steps_per_epoch=1000)
-"""The ensemble budget of the dataset presets and the recorded runs: 60 epochs of at most 1,000 minibatches
-(15.4M samples, ~19 passes over 800k training rows) with early stopping, instead of MOPO's full passes to
-early stop, which take hours on a CPU."""
-
-
-def fast_budget(num_updates: int, **fields) -> Callable[[ModelBasedConfig], ModelBasedConfig]:
-    """A ``--fast`` budget preset: ``cfg -> cfg`` with ``num_updates`` updates, 5,000 rollout start states, one
-    evaluation at the end, and an ensemble that costs little: the dataset's shipped one where the package has
-    it (``engine.dynamics.shipped_ensemble``; its seed 0 for every run seed), else a 3 x 400-minibatch fit.
-    ``fields`` override any of these. The algorithm's hyperparameters (horizon, lambda, beta, learning rates,
-    ...) stay the dataset's."""
-
-    def budget(cfg: ModelBasedConfig) -> ModelBasedConfig:
-        shipped = replace(cfg.dynamics, seed=0)
-        if shipped_ensemble(cfg.dataset, shipped) is not None:
-            dynamics = shipped
-        else:
-            dynamics = replace(cfg.dynamics, max_epochs=3, max_steps_per_epoch=400)
-        values = dict(
-            num_updates=num_updates,
-            rollout_batch_size=5_000,
-            eval_interval=num_updates,
-            checkpoint_interval=max(1, num_updates // 2),
-            dynamics=dynamics,
-        )
-        return replace(cfg, **{**values, **fields})
-
-    return budget
-
-
-RUN_CONTROL_FIELDS = ("num_updates", "num_threads", "progress", "checkpoint_interval", "device", "eval_backend")
-"""Fields a resumed run may change (``--resume DIR --num-updates 400000``): how long and where it runs, not what."""
-
-
-def with_dynamics_seed(cfg: ModelBasedConfig) -> ModelBasedConfig:
-    """``cfg`` with ``dynamics.seed`` set to ``cfg.seed`` where it is None (the ensemble follows the run's seed)."""
-    return replace(cfg, dynamics=cfg.dynamics.seeded(cfg.seed))
 
 
 def _nonfinite(state, prefix: str = "") -> str | None:
@@ -163,77 +52,6 @@ def _nonfinite(state, prefix: str = "") -> str | None:
         if bad is not None:
             return bad
     return None
-
-
-OFF_DATA_WARN_FRAC = 0.1
-"""``ModelBasedRun.evaluate`` warns when more than this fraction of the evaluation's steps lie beyond the data's
-99th-percentile uncertainty (a policy that stays where the data is has ~0.01): the policy has left the data,
-where the learned simulator's predictions, and so its training signal, are not to be trusted (bench/RESULTS.md
-has the fractions of recorded runs)."""
-
-
-def off_data_warning(
-    step: int, metrics: dict[str, float], run_dir: str | Path = "RUN_DIR", threshold: float | None = None
-) -> str | None:
-    """The warning ``ModelBasedRun.evaluate`` issues for an evaluation's ``UncertaintyProbe.metrics`` at ``step``
-    of the run in ``run_dir``, or None when ``eval/model_uncertainty_frac_beyond_p99`` is at most ``threshold``
-    (None: ``OFF_DATA_WARN_FRAC``) or absent (the MJX backend has no probe)."""
-    frac = metrics.get("eval/model_uncertainty_frac_beyond_p99")
-    if frac is None or frac <= (OFF_DATA_WARN_FRAC if threshold is None else threshold):
-        return None
-    return (
-        f"step {step}: {frac:.0%} of the evaluation's steps lie beyond the data's 99th-percentile model uncertainty "
-        f"(a policy that stays in the data: ~1%); the policy has left the data and may be exploiting the learned "
-        f"simulator: check it with `python -m experiments.diagnose {run_dir}` (a larger rollout.penalty_coef "
-        f"charges more for it)"
-    )
-
-
-class UncertaintyProbe:
-    """Where the policy leaves the data: the model's uncertainty u(s, a) (``cfg.rollout.uncertainty``, as in the
-    rollout penalty) at the states and actions the policy visits on the true environment during an evaluation,
-    against its distribution on the dataset's own (s, a), both under the model as it is at the evaluation
-    (ARMOR's model changes during training).
-
-    Metrics: ``eval/model_uncertainty_mean`` (mean u over every visited step), ``eval/model_uncertainty_data_p99``
-    (the 99th percentile of u on 10,000 dataset rows) and ``eval/model_uncertainty_frac_beyond_p99`` (fraction
-    of visited steps beyond it: ~0.01 for a policy that stays where the data is).
-    """
-
-    def __init__(self, params, real, uncertainty: str, generator: torch.Generator):
-        self.params, self.kind = params, uncertainty
-        idx = torch.randint(len(real), (min(len(real), 10_000),), generator=generator, device=real.obs.device)
-        self.data_obs, self.data_act = real.obs[idx], real.act[idx]
-        self.values: list[torch.Tensor] = []
-
-    def u(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """``[N]`` uncertainty of ``(obs [N, D], act [N, A])`` (zero noise; u does not depend on the sample)."""
-        n = obs.shape[0]
-        noise = torch.zeros(n, obs.shape[1] + 1, device=obs.device)
-        member = self.params.elites[:1].expand(n)
-        return rollout_step(self.params, obs, act, noise, member, 0.0, uncertainty=self.kind).uncertainty
-
-    def wrap(self, policy):
-        """``policy`` that also records u at every (obs, act) it is called on."""
-
-        @torch.no_grad()
-        def observed(obs: torch.Tensor) -> torch.Tensor:
-            act = policy(obs)
-            self.values.append(self.u(obs, act))
-            return act
-
-        return observed
-
-    def metrics(self) -> dict[str, float]:
-        """The metrics of the steps recorded since the last call."""
-        u, self.values = torch.cat(self.values), []
-        with torch.no_grad():
-            p99 = float(torch.quantile(self.u(self.data_obs, self.data_act), 0.99))
-        return {
-            "eval/model_uncertainty_mean": float(u.mean()),
-            "eval/model_uncertainty_data_p99": p99,
-            "eval/model_uncertainty_frac_beyond_p99": float((u > p99).float().mean()),
-        }
 
 
 class ModelBasedRun:
