@@ -69,8 +69,8 @@ class RunLogger:
             held = [n for n in ("metrics.csv", "checkpoint.pt") if (self.dir / n).exists()]
             if held:
                 raise FileExistsError(
-                    f"{self.dir} already holds a run ({', '.join(held)}): continue it with --resume {self.dir}, "
-                    f"or pass another --out"
+                    f"{self.dir} already holds a run: continue it with --resume {self.dir}, or pass another --out "
+                    f"(it holds {', '.join(held)})"
                 )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
