@@ -8,8 +8,10 @@
     -> periodic evaluation on the true environment, metrics, checkpoints (resumable)
     -> final evaluation, summary.json
 
-Algorithms supply their Config (a ``ModelBasedConfig``) and a constructor for their agent (an
-``engine.agent.Agent``); everything else lives here, once.
+Algorithms supply their Config (a ``ModelBasedConfig``, ``engine.model_based_config``) and a constructor for
+their agent (an ``engine.agent.Agent``); the loop lives here, once, and what a run needs around it (run
+directory, resume, threads, logging, checkpoints, the non-finite stop, the summary) is the run harness's
+(``engine.harness``).
 
 Seeding: ``cfg.seed`` decides every random choice of a run. The dynamics ensemble is fitted with
 ``cfg.dynamics.seed``, which follows ``cfg.seed`` unless set; the global torch generator is seeded once,
@@ -20,44 +22,29 @@ draw from one ``torch.Generator`` seeded with ``cfg.seed``; evaluation episode k
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from engine import checkpoint, data
+from engine import data
 from engine.agent import MakeAgent
 from engine.buffer import ReplayBuffer
-from engine.config import to_dict
 from engine.dynamics import fit_or_load
 from engine.evaluate import evaluate
-from engine.logger import RunLogger, default_run_dir, machine_info
+from engine.harness import RunHarness
 from engine.model_based_config import RUN_CONTROL_FIELDS, ModelBasedConfig, with_dynamics_seed
 from engine.off_data import UncertaintyProbe, off_data_warning
 from engine.rollout import RolloutEngine, rollout_metrics
 from engine.termination import termination_params
 
 
-def _nonfinite(state, prefix: str = "") -> str | None:
-    """The key of the first floating tensor in a (nested) state dict holding NaN or inf, or None."""
-    if isinstance(state, torch.Tensor):
-        return None if not state.is_floating_point() or bool(torch.isfinite(state).all()) else prefix
-    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list) else ()
-    for k, v in items:
-        bad = _nonfinite(v, f"{prefix}/{k}" if prefix else str(k))
-        if bad is not None:
-            return bad
-    return None
-
-
 class ModelBasedRun:
-    """One run of the loop, in the order ``train_model_based`` drives it: ``__init__`` (setup: data, dynamics,
-    agent, rollout engines, buffers, resume), ``prepare``, then per update ``rollout_phase`` (every
-    ``rollout_interval`` steps), ``update``, ``log_and_evaluate``, ``checkpoint``; finally ``finish``."""
+    """One run of the loop, in the order ``train_model_based`` drives it: ``__init__`` (setup: the run's harness,
+    data, dynamics, agent, rollout engines, buffers, resume), ``prepare``, then per update ``rollout_phase``
+    (every ``rollout_interval`` steps), ``update``, ``log_and_evaluate``, ``checkpoint``; finally ``finish``.
+    The run directory, resume, threads, logging, checkpoints, the non-finite stop and the summary are the
+    harness's (``engine.harness.RunHarness``, ``self.harness``)."""
 
     def __init__(
         self,
@@ -67,29 +54,22 @@ class ModelBasedRun:
         make_agent: MakeAgent,
         resume: str | None = None,
     ):
-        self.t_start = time.perf_counter()
-        ckpt = None
-        if resume is not None:
-            self.dir = Path(resume)
-            cfg, ckpt = checkpoint.resume(
-                resume, algo, config_cls, cfg, RUN_CONTROL_FIELDS, "num_updates", with_dynamics_seed
-            )
-        else:
-            if cfg is None:
-                raise ValueError("a fresh run needs a config (cfg=None is only for resume)")
-            cfg = with_dynamics_seed(cfg)
-            self.dir = Path(cfg.out) if cfg.out else default_run_dir(algo, cfg.dataset)
-        self.algo, self.cfg = algo, cfg
-        self.prior_threads = torch.get_num_threads()
-        torch.set_num_threads(cfg.num_threads)
+        self.harness = RunHarness(
+            algo, config_cls, cfg, resume, RUN_CONTROL_FIELDS, "num_updates", normalize=with_dynamics_seed
+        )
+        try:
+            self._setup(make_agent)
+        except BaseException:
+            self.harness.close()
+            raise
+
+    def _setup(self, make_agent: MakeAgent) -> None:
+        cfg, ckpt = self.cfg, self.harness.ckpt
         dev = self.device = torch.device(cfg.device)
         self.data = data.load(cfg.dataset, device=dev)
         self.real = self.data.as_batch()
         if self.data.env_name is None:
             raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
-        self.logger = RunLogger(self.dir, resume_step=None if ckpt is None else ckpt["step"])
-        if ckpt is None:
-            self.logger.write_json("config.json", {"algo": algo, "command": " ".join(sys.argv), **to_dict(cfg)})
         self.dyn, self.dyn_info = fit_or_load(
             self.real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, device=dev, progress=cfg.progress
         )
@@ -104,36 +84,48 @@ class ModelBasedRun:
         capacity = cfg.model_retain_rollouts * cfg.rollout_batch_size * cfg.rollout.horizon
         self.model_buffer = ReplayBuffer(capacity, self.data.obs_dim, self.data.act_dim, dev)
         self.num_real = int(round(cfg.batch_size * cfg.real_ratio))
-        self.step, self.prior_wall, self.last_checkpoint = 0, 0.0, None
         if ckpt is not None:
             self.agent.load_state_dict(ckpt["agent"])
             if "model_buffer" in ckpt:
-                self.model_buffer.load_state_dict(ckpt["model_buffer"])
+                self.model_buffer.load_state_dict(ckpt.pop("model_buffer"))
             else:  # a slim checkpoint (``engine.checkpoint.slim``): the first rollout phase refills the buffer
                 warnings.warn(
                     f"{self.dir / 'checkpoint.pt'} holds no model buffer (a slim checkpoint): the run continues from "
                     f"one fresh rollout phase instead of the last {cfg.model_retain_rollouts}",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
             self.gen.set_state(ckpt["gen"])
-            self.step, self.prior_wall, self.last_checkpoint = ckpt["step"], ckpt["wall_s"], ckpt["step"]
         self.probe = UncertaintyProbe(
             self.dyn.params(), self.real, cfg.rollout.uncertainty, torch.Generator(device=dev).manual_seed(cfg.seed)
         )
         self.sums: dict[str, torch.Tensor] = {}
         self.count, self.t_log = 0, time.perf_counter()
-        self.evals: list[tuple[int, float]] = []
 
-    def wall_s(self) -> float:
-        """Seconds of this run so far, earlier stretches of a resumed run included."""
-        return self.prior_wall + time.perf_counter() - self.t_start
+    @property
+    def cfg(self) -> ModelBasedConfig:
+        """The config in force (the saved one on resume, with ``dynamics.seed`` filled in)."""
+        return self.harness.cfg
+
+    @property
+    def dir(self):
+        """The run directory (``pathlib.Path``)."""
+        return self.harness.dir
+
+    @property
+    def step(self) -> int:
+        """Agent updates done so far, earlier stretches of a resumed run included."""
+        return self.harness.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.harness.step = value
 
     def prepare(self) -> None:
         """The agent's work before the loop (``Agent.prepare``); logged and checkpointed when there was any."""
         t0 = time.perf_counter()
         prepared = self.agent.prepare(self.gen, self.cfg.progress)
         if prepared:
-            self.logger.log(self.step, {**prepared, "perf/prepare_s": time.perf_counter() - t0})
+            self.harness.log({**prepared, "perf/prepare_s": time.perf_counter() - t0})
             self.checkpoint()
 
     def rollout_phase(self) -> None:
@@ -174,8 +166,7 @@ class ModelBasedRun:
             message = off_data_warning(self.step, extra, self.dir)
             if message is not None:
                 warnings.warn(message, stacklevel=2)
-        self.logger.log_episodes(self.step, result)
-        self.evals.append((self.step, result.normalized_score))
+        self.harness.logger.log_episodes(self.step, result)
         return {**result.metrics(), **extra}
 
     def log_and_evaluate(self) -> None:
@@ -183,8 +174,8 @@ class ModelBasedRun:
         ``eval_interval`` steps an evaluation on ``eval_episodes // 2`` episodes (at least 1).
 
         Raises:
-            FloatingPointError: a ``train/*`` metric is NaN or inf; the message names it and the steps, and
-                the last checkpoint (before it) is left as it was.
+            FloatingPointError: a ``train/*`` metric is NaN or +-inf (``RunHarness.log``); the message names it and
+                the steps, and the last checkpoint (before it) is left as it was.
         """
         cfg, step = self.cfg, self.step
         do_eval = step % cfg.eval_interval == 0 and step != cfg.num_updates
@@ -194,77 +185,37 @@ class ModelBasedRun:
         row["perf/updates_per_s"] = self.count / (time.perf_counter() - self.t_log)
         if do_eval:
             row.update(self.evaluate(max(1, cfg.eval_episodes // 2)))
-        values = self.logger.log(step, row)
-        bad = [k for k, v in values.items() if k.startswith("train/") and not math.isfinite(v)]
-        if bad:
-            kept = "none" if self.last_checkpoint is None else f"step {self.last_checkpoint}"
-            raise FloatingPointError(
-                f"non-finite {', '.join(bad)} in the updates of steps {step - self.count + 1}-{step}: the run stopped; "
-                f"its last checkpoint ({kept}) is kept in {self.dir}"
-            )
-        if cfg.progress and "eval/normalized_score" in values:
-            tqdm.write(f"step {step}: normalized score {values['eval/normalized_score']:.1f}")
+        self.harness.log(row)
         self.sums, self.count, self.t_log = {}, 0, time.perf_counter()
 
     def checkpoint(self) -> None:
-        """Write ``checkpoint.pt`` (plain data, ``engine.checkpoint``).
+        """Write ``checkpoint.pt`` (``RunHarness.checkpoint``): the agent, the model buffer and the generator.
 
         Raises:
-            FloatingPointError: the agent's state holds NaN or inf; nothing is written, the last checkpoint stays.
+            FloatingPointError: the agent's state holds NaN or +-inf; nothing is written, the last checkpoint stays.
         """
-        agent_state = self.agent.state_dict()
-        bad = _nonfinite(agent_state)
-        if bad is not None:
-            kept = "none" if self.last_checkpoint is None else f"step {self.last_checkpoint}"
-            raise FloatingPointError(
-                f"non-finite values in the agent's {bad} at step {self.step}: the run stopped without writing a "
-                f"checkpoint; its last checkpoint ({kept}) is kept in {self.dir}"
-            )
-        state = {
-            "algo": self.algo,
-            "config": to_dict(self.cfg),
-            "agent": agent_state,
-            "model_buffer": self.model_buffer.state_dict(),
-            "gen": self.gen.get_state(),
-            "step": self.step,
-            "wall_s": self.wall_s(),
-        }
-        checkpoint.save(state, self.dir / "checkpoint.pt")
-        self.last_checkpoint = self.step
+        self.harness.checkpoint(
+            {
+                "agent": self.agent.state_dict(),
+                "model_buffer": self.model_buffer.state_dict(),
+                "gen": self.gen.get_state(),
+            }
+        )
 
     def finish(self) -> dict:
-        """Final evaluation on ``eval_episodes``, ``actor.pt``, ``summary.json`` and a last checkpoint."""
-        cfg = self.cfg
-        final_metrics = self.evaluate(cfg.eval_episodes)
-        self.logger.log(self.step, final_metrics)
+        """Final evaluation on ``eval_episodes``, ``actor.pt``, ``summary.json`` (with the ensemble's ``dynamics``
+        info) and a last checkpoint."""
+        final_metrics = self.evaluate(self.cfg.eval_episodes)
         torch.save(self.agent.actor.state_dict(), self.dir / "actor.pt")
-        best_step, best = max(self.evals, key=lambda e: e[1])
-        summary = {
-            "algo": self.algo,
-            "dataset": cfg.dataset,
-            "env": self.data.env_name,
-            "seed": cfg.seed,
-            "normalized_score": final_metrics["eval/normalized_score"],
-            "normalized_score_std": final_metrics["eval/normalized_score_std"],
-            "return_mean": final_metrics["eval/return_mean"],
-            "return_std": final_metrics["eval/return_std"],
-            "eval_episodes": cfg.eval_episodes,
-            "best_eval_normalized_score": best,
-            "best_eval_step": best_step,
-            "behavior_normalized_score": self.data.behavior_normalized_score,
-            "num_updates": self.step,
-            "wall_s": self.wall_s(),
-            "machine": machine_info(cfg.num_threads),
-            "dynamics": dict(self.dyn_info),
-            "run_dir": str(self.dir),
-        }
-        self.logger.write_json("summary.json", summary)
+        summary = self.harness.summary(
+            final_metrics, self.data.env_name, self.data.behavior_normalized_score, {"dynamics": dict(self.dyn_info)}
+        )
         self.checkpoint()
         return summary
 
     def close(self) -> None:
-        self.logger.close()
-        torch.set_num_threads(self.prior_threads)
+        """Close the run's harness (its logger; torch's thread count as it was)."""
+        self.harness.close()
 
 
 def train_model_based(
@@ -288,7 +239,7 @@ def train_model_based(
         ValueError: unknown dataset id, bad config, a dataset from an unsupported env, a resume whose config
             differs from the saved one outside ``RUN_CONTROL_FIELDS`` or a checkpoint of another algorithm.
         FileNotFoundError: ``resume`` holds no checkpoint.
-        FileExistsError: a fresh run whose ``out`` already holds a run (``engine.logger.RunLogger``).
+        FileExistsError: a fresh run whose ``out`` already holds a run (``engine.harness.RunHarness``).
         FloatingPointError: a loss or parameter became NaN/inf (the message names the step; the last
             checkpoint is kept).
     """
@@ -296,9 +247,7 @@ def train_model_based(
     try:
         run.prepare()
         cfg = run.cfg
-        bar = tqdm(
-            total=cfg.num_updates, initial=run.step, desc=f"{algo} updates", unit="upd", disable=not cfg.progress
-        )
+        bar = run.harness.progress(f"{algo} updates")
         while run.step < cfg.num_updates:
             if run.step % cfg.rollout_interval == 0 or len(run.model_buffer) == 0:
                 run.rollout_phase()

@@ -15,6 +15,7 @@ from algos import armor, combo, mopo
 from engine import off_data as off_data_module
 from engine import rollout as rollout_module
 from engine import trainer
+from engine.logger import RunLogger
 from engine.nets import TanhGaussianActor
 from engine.policy_io import save_policy
 from engine.rollout import RolloutConfig
@@ -68,14 +69,14 @@ class Killed(Exception):
 
 def _kill_after(monkeypatch, step: int) -> None:
     """Make the run die at its first metrics row after ``step`` (after the checkpoint at ``step`` was written)."""
-    log = trainer.RunLogger.log
+    log = RunLogger.log
 
     def dying(self, s, metrics):
         if s > step:
             raise Killed
         return log(self, s, metrics)
 
-    monkeypatch.setattr(trainer.RunLogger, "log", dying)
+    monkeypatch.setattr(RunLogger, "log", dying)
 
 
 @pytest.mark.parametrize("module", [mopo, combo, armor], ids=["mopo", "combo", "armor"])
