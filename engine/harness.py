@@ -73,11 +73,14 @@ class RunHarness:
         normalize: ``cfg -> cfg`` applied to a fresh config and to both configs compared on resume (e.g.
             ``engine.model_based_config.with_dynamics_seed``).
     Attributes:
-        dir: the run directory. cfg: the config in force. ckpt: the checkpoint resumed from (plain data: the
-            caller's state dict plus ``algo``, ``config``, ``step``, ``wall_s``), or None for a fresh run; a
-            caller may ``pop`` large entries from it once restored. step: the run's step (the checkpoint's
-            on resume, else 0); the caller advances it. logger: the ``RunLogger``. evals: ``(step, normalized
-            score)`` of every evaluation logged so far, a resumed run's earlier ones included.
+        dir: the run directory.
+        cfg: the config in force.
+        ckpt: the checkpoint resumed from (plain data: the caller's state dict plus ``algo``, ``config``, ``step``
+            and, when written here, ``wall_s``), or None for a fresh run; a caller may ``pop`` large entries from
+            it once restored.
+        step: the run's step (the checkpoint's on resume, else 0); the caller advances it.
+        logger: the ``engine.logger.RunLogger`` (metrics.csv, episodes.csv, TensorBoard).
+        evals: ``(step, normalized score)`` of every evaluation logged so far, a resumed run's earlier ones included.
     Raises:
         ValueError: ``cfg`` None for a fresh run, or a bad resume (``engine.checkpoint.resume``).
         FileNotFoundError: ``resume`` holds no checkpoint.
