@@ -28,7 +28,7 @@ import torch
 
 from engine.batch import Batch
 from engine.cli import run_cli
-from engine.data import DATASETS, DEFAULT_DATASET, load
+from engine.data import DATASETS, DEFAULT_DATASET, check_id, load
 from engine.evaluate import evaluate
 from engine.harness import RunHarness
 from engine.nets import TanhGaussianActor
@@ -210,7 +210,7 @@ def train(cfg: Config | None, resume: str | None = None) -> dict:
     ``cfg.out`` already holds a run, FileNotFoundError when ``resume`` holds no checkpoint, FloatingPointError
     when the loss or the policy becomes NaN or +-inf (the last checkpoint is kept).
     """
-    with RunHarness(ALGO, Config, cfg, resume, RUN_CONTROL_FIELDS) as run:
+    with RunHarness(ALGO, Config, cfg, resume, RUN_CONTROL_FIELDS, validate=lambda c: check_id(c.dataset)) as run:
         cfg = run.cfg
         data = load(cfg.dataset, device=cfg.device)
         if data.env_name is None:

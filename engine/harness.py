@@ -72,6 +72,8 @@ class RunHarness:
             progress bar's total, and a resumed run refuses one below the checkpoint's step.
         normalize: ``cfg -> cfg`` applied to a fresh config and to both configs compared on resume (e.g.
             ``engine.model_based_config.with_dynamics_seed``).
+        validate: ``cfg -> None``, called with the config in force before anything is written; what it raises
+            (say, ``engine.data.check_id``'s ValueError for an unknown dataset) stops the run with no directory made.
     Attributes:
         dir: the run directory.
         cfg: the config in force.
@@ -82,7 +84,7 @@ class RunHarness:
         logger: the ``engine.logger.RunLogger`` (metrics.csv, episodes.csv, TensorBoard).
         evals: ``(step, normalized score)`` of every evaluation logged so far, a resumed run's earlier ones included.
     Raises:
-        ValueError: ``cfg`` None for a fresh run, or a bad resume (``engine.checkpoint.resume``).
+        ValueError: ``cfg`` None for a fresh run, a bad resume (``engine.checkpoint.resume``), or from ``validate``.
         FileNotFoundError: ``resume`` holds no checkpoint.
         FileExistsError: a fresh run into a directory that holds a run (``engine.logger.RunLogger``).
     """
@@ -96,6 +98,7 @@ class RunHarness:
         run_control_fields: tuple[str, ...] = (),
         budget_field: str = "num_updates",
         normalize=None,
+        validate=None,
     ):
         self.t_start = time.perf_counter()
         self.algo, self.budget_field = algo, budget_field
@@ -112,6 +115,8 @@ class RunHarness:
         else:
             cfg = normalize(cfg) if normalize is not None else cfg
             self.dir = Path(cfg.out) if cfg.out else default_run_dir(algo, cfg.dataset)
+        if validate is not None:
+            validate(cfg)
         self.cfg = cfg
         self.step = 0 if self.ckpt is None else self.ckpt["step"]
         self.prior_wall = 0.0 if self.ckpt is None else float(self.ckpt.get("wall_s", 0.0))

@@ -55,7 +55,14 @@ class ModelBasedRun:
         resume: str | None = None,
     ):
         self.harness = RunHarness(
-            algo, config_cls, cfg, resume, RUN_CONTROL_FIELDS, "num_updates", normalize=with_dynamics_seed
+            algo,
+            config_cls,
+            cfg,
+            resume,
+            RUN_CONTROL_FIELDS,
+            "num_updates",
+            normalize=with_dynamics_seed,
+            validate=lambda c: data.check_id(c.dataset),
         )
         try:
             self._setup(make_agent)

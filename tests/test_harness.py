@@ -182,3 +182,24 @@ def test_out_as_a_run_control_field_follows_the_resumed_directory(tmp_path):
         assert resumed.dir == moved and resumed.cfg.out == str(moved)
     with RunHarness("toy", Cfg, None, str(moved), CONTROL) as resumed:
         assert resumed.cfg.out == str(run.dir)  # not a run-control field: the saved config as it is
+
+
+def test_validate_stops_a_run_before_anything_is_written(tmp_path):
+    def refuse(cfg):
+        raise ValueError(f"no such dataset {cfg.dataset!r}")
+
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match="no such dataset 'simloop/hopper/medium-v0'"):
+        RunHarness("algo", Cfg, Cfg(out=str(tmp_path / "run")), validate=refuse)
+    assert not (tmp_path / "run").exists() and torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("algo", ["mopo", "bc"])
+def test_an_unknown_dataset_id_makes_no_run_directory(algo, tmp_path):
+    from algos import algo_module
+
+    mod = algo_module(algo)
+    cfg = mod.Config(dataset="simloop/ant/medium-v0", out=str(tmp_path / "run"), num_updates=5)
+    with pytest.raises(ValueError, match="unknown dataset 'simloop/ant/medium-v0'.*simloop ids: .*hopper"):
+        mod.train(cfg)
+    assert not (tmp_path / "run").exists()
