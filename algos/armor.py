@@ -57,15 +57,17 @@ from tqdm import tqdm
 from algos.bc import fit_bc
 from engine.agent import Agent
 from engine.batch import Batch, cat_batches
+from engine.budgets import RECORDED_DYNAMICS, fast_budget
 from engine.cli import run_cli
 from engine.data import DATASETS
 from engine.dynamics import DynamicsConfig, EnsembleDynamics, data_hash, targets_of
+from engine.model_based_config import ModelBasedConfig
 from engine.nets import EnsembleCritic, EnsembleLinear, TanhGaussianActor, adam_step, clear_grads, make_adam
 from engine.policy_io import load_policy
 from engine.rollout import RolloutConfig
 from engine.sac import temperature_loss
 from engine.termination import termination_params
-from engine.trainer import RECORDED_DYNAMICS, ModelBasedConfig, fast_budget, train_model_based
+from engine.trainer import train_model_based
 
 ALGO = "armor"
 

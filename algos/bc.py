@@ -22,20 +22,15 @@ The policy is a TanhGaussianActor. Two objectives (``--objective``):
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from engine import checkpoint
 from engine.batch import Batch
 from engine.cli import run_cli
-from engine.config import to_dict
-from engine.data import DATASETS, DEFAULT_DATASET, load
+from engine.data import DATASETS, DEFAULT_DATASET, check_id, load
 from engine.evaluate import evaluate
-from engine.logger import RunLogger, default_run_dir, machine_info
+from engine.harness import RunHarness
 from engine.nets import TanhGaussianActor
 from engine.policy_io import save_policy
 from engine.sac import temperature_loss
@@ -202,112 +197,67 @@ def fit_bc(
 
 
 RUN_CONTROL_FIELDS = ("num_updates", "num_threads", "progress", "checkpoint_interval", "device")
-"""Fields a resumed BC run may change (as ``engine.trainer.RUN_CONTROL_FIELDS``)."""
+"""Fields a resumed BC run may change (as ``engine.model_based_config.RUN_CONTROL_FIELDS``)."""
 
 
 def train(cfg: Config | None, resume: str | None = None) -> dict:
-    """Run BC; returns the summary (also ``<out>/summary.json``) and writes ``policy.pt``
-    (``engine.policy_io.load_policy`` reads it; ``algos.armor --reference`` takes it). Every
-    ``checkpoint_interval`` steps a checkpoint; ``resume`` (a run directory) continues from it by the rule of
-    every run (``engine.checkpoint.resume``).
+    """Run BC; returns the summary (also ``<out>/summary.json``, with ``objective`` and ``policy_entropy``) and
+    writes ``policy.pt`` (``engine.policy_io.load_policy`` reads it; ``algos.armor --reference`` takes it). The
+    run directory, resume (``resume``: a run directory), checkpoints every ``checkpoint_interval`` steps, logging
+    and the summary are the run harness's (``engine.harness.RunHarness``).
 
     Raises ValueError for an unknown dataset id, bad config values or a bad resume, FileExistsError when
-    ``cfg.out`` already holds a run, FileNotFoundError when ``resume`` holds no checkpoint.
+    ``cfg.out`` already holds a run, FileNotFoundError when ``resume`` holds no checkpoint, FloatingPointError
+    when the loss or the policy becomes NaN or +-inf (the last checkpoint is kept).
     """
-    ckpt = None
-    if resume is not None:
-        cfg, ckpt = checkpoint.resume(resume, ALGO, Config, cfg, RUN_CONTROL_FIELDS)
-        run_dir = Path(resume)
-    elif cfg is None:
-        raise ValueError("a fresh run needs a config (cfg=None is only for resume)")
-    else:
-        run_dir = Path(cfg.out) if cfg.out else default_run_dir(ALGO, cfg.dataset)
-    prior_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.num_threads)
-    t0 = time.perf_counter()
-    data = load(cfg.dataset, device=cfg.device)
-    if data.env_name is None:
-        raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
-    logger = RunLogger(run_dir, resume_step=None if ckpt is None else ckpt["step"])
-    if ckpt is None:
-        logger.write_json("config.json", {"algo": ALGO, "command": " ".join(sys.argv), **to_dict(cfg)})
-    torch.manual_seed(cfg.seed)  # the policy's initialisation
-    learner = BCLearner(data.obs_dim, data.act_dim, cfg.hidden_dims, cfg.lr, cfg.objective, cfg.device)
-    gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    step, prior_wall = 0, 0.0
-    if ckpt is not None:
-        learner.load_state_dict(ckpt["agent"])
-        gen.set_state(ckpt["gen"])
-        step, prior_wall = ckpt["step"], ckpt["wall_s"]
-    real = data.as_batch()
-    evals: list[tuple[int, float]] = []
+    with RunHarness(ALGO, Config, cfg, resume, RUN_CONTROL_FIELDS, validate=lambda c: check_id(c.dataset)) as run:
+        cfg = run.cfg
+        data = load(cfg.dataset, device=cfg.device)
+        if data.env_name is None:
+            raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
+        torch.manual_seed(cfg.seed)  # the policy's initialisation
+        learner = BCLearner(data.obs_dim, data.act_dim, cfg.hidden_dims, cfg.lr, cfg.objective, cfg.device)
+        gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+        if run.ckpt is not None:
+            learner.load_state_dict(run.ckpt["agent"])
+            gen.set_state(run.ckpt["gen"])
+        real = data.as_batch()
 
-    def evaluate_now(num_episodes: int) -> dict:
-        policy = lambda o: learner.actor.act(o, deterministic=True)  # noqa: E731
-        result = evaluate(policy, data.env_name, num_episodes, seed=cfg.seed + 10_000)
-        logger.log_episodes(step, result)
-        evals.append((step, result.normalized_score))
-        return result.metrics()
+        def evaluate_now(num_episodes: int) -> dict:
+            policy = lambda o: learner.actor.act(o, deterministic=True)  # noqa: E731
+            result = evaluate(policy, data.env_name, num_episodes, seed=cfg.seed + 10_000)
+            run.logger.log_episodes(run.step, result)
+            return result.metrics()
 
-    def save_checkpoint() -> None:
-        state = {"agent": learner.state_dict(), "gen": gen.get_state(), "step": step}
-        checkpoint.save(
-            {**state, "algo": ALGO, "config": to_dict(cfg), "wall_s": prior_wall + time.perf_counter() - t0},
-            run_dir / "checkpoint.pt",
-        )
+        def save_checkpoint() -> None:
+            run.checkpoint({"agent": learner.state_dict(), "gen": gen.get_state()})
 
-    try:
         loss_sum = torch.zeros(())
-        bar = tqdm(total=cfg.num_updates, initial=step, desc="bc", unit="upd", disable=not cfg.progress)
-        while step < cfg.num_updates:
+        bar = run.progress("bc")
+        while run.step < cfg.num_updates:
             idx = torch.randint(len(real), (cfg.batch_size,), generator=gen, device=cfg.device)
             loss_sum = loss_sum + learner.step(real.index(idx), gen)
-            step += 1
+            run.step += 1
             bar.update(1)
-            if step % cfg.log_interval == 0:
+            if run.step % cfg.log_interval == 0:
                 row = {"train/bc_loss": loss_sum / cfg.log_interval}
-                if step % cfg.eval_interval == 0 and step != cfg.num_updates:
+                if run.step % cfg.eval_interval == 0 and run.step != cfg.num_updates:
                     row.update(evaluate_now(max(1, cfg.eval_episodes // 2)))
-                logger.log(step, row)
+                run.log(row)
                 loss_sum = torch.zeros(())
-            if step % cfg.checkpoint_interval == 0 and step != cfg.num_updates:
+            if run.step % cfg.checkpoint_interval == 0 and run.step != cfg.num_updates:
                 save_checkpoint()
         bar.close()
         actor = learner.actor.eval()
         with torch.no_grad():  # one-sample entropy estimate on (up to) 10,000 dataset states
             entropy = float(-actor(real.obs[:10_000], gen)[1].mean())
         final = evaluate_now(cfg.eval_episodes)
-        logger.log(step, final)
         save_checkpoint()
         save_policy(
-            actor, run_dir / "policy.pt", data.env_name, dataset=cfg.dataset, algo=ALGO, objective=cfg.objective
+            actor, run.dir / "policy.pt", data.env_name, dataset=cfg.dataset, algo=ALGO, objective=cfg.objective
         )
-        best_step, best = max(evals, key=lambda e: e[1])
-        summary = {
-            "algo": ALGO,
-            "dataset": cfg.dataset,
-            "env": data.env_name,
-            "seed": cfg.seed,
-            "normalized_score": final["eval/normalized_score"],
-            "normalized_score_std": final["eval/normalized_score_std"],
-            "return_mean": final["eval/return_mean"],
-            "return_std": final["eval/return_std"],
-            "eval_episodes": cfg.eval_episodes,
-            "best_eval_normalized_score": best,
-            "best_eval_step": best_step,
-            "behavior_normalized_score": data.behavior_normalized_score,
-            "objective": cfg.objective,
-            "policy_entropy": entropy,
-            "num_updates": step,
-            "wall_s": prior_wall + time.perf_counter() - t0,
-            "machine": machine_info(cfg.num_threads),
-            "run_dir": str(run_dir),
-        }
-        logger.write_json("summary.json", summary)
-        return summary
-    finally:
-        logger.close()
-        torch.set_num_threads(prior_threads)
+        extra = {"objective": cfg.objective, "policy_entropy": entropy}
+        return run.summary(final, data.env_name, data.behavior_normalized_score, extra)
 
 
 PRESETS: dict[str, Config] = {key: Config(dataset=key) for key in DATASETS}

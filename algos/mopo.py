@@ -20,10 +20,12 @@ import torch
 
 from engine.agent import SACAgent
 from engine.batch import Batch, cat_batches
+from engine.budgets import RECORDED_DYNAMICS, fast_budget
 from engine.cli import run_cli
+from engine.model_based_config import ModelBasedConfig
 from engine.rollout import RolloutConfig
 from engine.sac import SACConfig
-from engine.trainer import RECORDED_DYNAMICS, ModelBasedConfig, fast_budget, train_model_based
+from engine.trainer import train_model_based
 
 ALGO = "mopo"
 

@@ -24,21 +24,20 @@ import csv
 import json
 import shlex
 import sys
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import tyro
-from tqdm import tqdm
 
-from engine import checkpoint, policy_io
+from engine import policy_io
 from engine.batch import Batch
 from engine.buffer import ReplayBuffer
 from engine.cli import parse_cli
-from engine.config import to_dict
 from engine.envs import get_env_spec, make_env
+from engine.harness import RunHarness
+from engine.logger import drop_rows_after
 from engine.sac import SAC, SACConfig
 
 ALGO = "behavior"
@@ -86,6 +85,8 @@ class TrainConfig:
     """Episodes per evaluation (each of the deterministic and the stochastic policy)."""
     num_threads: int = 1
     """torch intra-op threads (small networks: 1 is fastest here)."""
+    progress: bool = True
+    """Show the progress bar."""
 
 
 def _time_limit(env):
@@ -127,15 +128,35 @@ def _set_env_state(env, state: dict) -> np.ndarray:
     return state["obs"].numpy().copy()
 
 
-RUN_CONTROL_FIELDS = ("total_steps", "stop_return", "eval_episodes", "num_threads", "out")
+RUN_CONTROL_FIELDS = ("total_steps", "stop_return", "eval_episodes", "num_threads", "out", "progress")
 """Fields a resumed behaviour run may change: how long it trains and how many episodes its evaluations take
 (they use their own seeds and leave training untouched); ``out`` is the resumed directory."""
 
 
+def _evaluate(cfg: TrainConfig, actor, step: int) -> dict[str, float]:
+    """``cfg.eval_episodes`` episodes each of the deterministic and the stochastic policy (seeds ``10_000 + step``
+    and ``20_000 + step``): ``{"return_det", "return_stoch", "return_stoch_std"}`` (per-episode return)."""
+    det = run_episodes(cfg.env, actor, cfg.eval_episodes, 10_000 + step, True)
+    sto = run_episodes(cfg.env, actor, cfg.eval_episodes, 20_000 + step, False)
+    return {"return_det": float(det.mean()), "return_stoch": float(sto.mean()), "return_stoch_std": float(sto.std())}
+
+
+def _append_row(path: Path, row: dict) -> None:
+    """Append ``row`` to the csv at ``path`` (a header first when the file is new)."""
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
 def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
-    """Online SAC; every ``eval_interval`` steps evaluates, saves an actor snapshot and a resumable
-    checkpoint (plain data: agent, replay buffer, random-number states, counters and the env's mid-episode
-    state). ``resume`` (a run directory) continues from that checkpoint by the rule of every run
+    """Online SAC; every ``eval_interval`` steps evaluates (a row of ``evals.csv``, and of ``metrics.csv`` with the
+    SAC losses averaged since the last one), saves an actor snapshot and a resumable checkpoint (plain data:
+    agent, replay buffer, random-number states, counters and the env's mid-episode state). The run directory,
+    resume, threads, logging and checkpoints are the run harness's (``engine.harness.RunHarness``, budget
+    ``total_steps``). ``resume`` (a run directory) continues from the checkpoint by the rule of every run
     (``engine.checkpoint.resume``), and a run killed and resumed this way is identical to one that was never
     stopped: same transitions, same evaluations, same weights. ``total_steps`` may be raised on resume to
     train longer; the replay buffer's capacity is ``total_steps`` of the command that is running (nothing is
@@ -144,98 +165,80 @@ def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
     Raises:
         FileExistsError: a fresh run whose ``out`` already holds a run (continue it with ``resume``).
         FileNotFoundError / ValueError: a bad ``resume`` (``engine.checkpoint.resume``).
+        FloatingPointError: a SAC loss or the agent's state became NaN or +-inf (the last checkpoint is kept).
 
     Source: SAC (Haarnoja et al. 2018); D4RL's behaviour policies were SAC runs (Fu et al. 2020)."""
-    ckpt = None
-    if resume is not None:
-        cfg, ckpt = checkpoint.resume(resume, ALGO, TrainConfig, cfg, RUN_CONTROL_FIELDS, budget="total_steps")
-        cfg = replace(cfg, out=str(resume))
-    elif cfg is None:
-        raise ValueError("a fresh run needs a config (cfg=None is only for resume)")
-    out = Path(cfg.out)
-    if ckpt is None and ((out / "checkpoint.pt").exists() or (out / "evals.csv").exists()):
-        raise FileExistsError(f"{out} already holds a run: continue it with --resume {out}, or pass another --out")
-    torch.set_num_threads(cfg.num_threads)
-    spec = get_env_spec(cfg.env)
-    (out / "snapshots").mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    agent = SAC(spec.obs_dim, spec.act_dim, SACConfig())
-    buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    step, episode, env_state = 0, 0, None
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt is not None:
-        agent.load_state_dict(ckpt["agent"])
-        buffer.load_state_dict(ckpt["buffer"])
-        gen.set_state(ckpt["gen"])
-        rng.bit_generator.state = ckpt["rng"]
-        step, episode, env_state = ckpt["step"], ckpt["episode"], ckpt["env_state"]
-        print(f"resumed {out} at step {step}")
-    else:
-        (out / "config.json").write_text(json.dumps({**to_dict(cfg), "command": shlex.join(sys.argv)}, indent=2))
-    env = make_env(cfg.env)
-    obs, _ = env.reset(seed=cfg.seed + 1_000_003 * (episode + 1))
-    if env_state is not None:
-        obs = _set_env_state(env, env_state)
-    t0 = time.perf_counter()
-    bar = tqdm(total=cfg.total_steps, initial=step, desc=f"SAC {spec.gym_id}", unit="step")
-    while step < cfg.total_steps:
-        if step < cfg.start_steps:
-            act = rng.uniform(-1.0, 1.0, spec.act_dim).astype(np.float32)
-        else:
-            act = agent.actor.act(torch.as_tensor(obs).float().unsqueeze(0), False, gen)[0].numpy()
-        next_obs, rew, term, trunc, _ = env.step(act)
-        buffer.add(
-            Batch(
-                torch.as_tensor(obs).float()[None],
-                torch.as_tensor(act)[None],
-                torch.tensor([rew], dtype=torch.float32),
-                torch.as_tensor(next_obs).float()[None],
-                torch.tensor([float(term)]),
+    with RunHarness(ALGO, TrainConfig, cfg, resume, RUN_CONTROL_FIELDS, budget_field="total_steps") as run:
+        cfg, ckpt, out = run.cfg, run.ckpt, run.dir
+        spec = get_env_spec(cfg.env)
+        (out / "snapshots").mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        agent = SAC(spec.obs_dim, spec.act_dim, SACConfig())
+        buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        episode, env_state = 0, None
+        if ckpt is not None:
+            agent.load_state_dict(ckpt["agent"])
+            buffer.load_state_dict(ckpt.pop("buffer"))
+            gen.set_state(ckpt["gen"])
+            rng.bit_generator.state = ckpt["rng"]
+            episode, env_state = ckpt["episode"], ckpt["env_state"]
+            drop_rows_after(out / "evals.csv", run.step)  # evaluations of the interrupted run after its checkpoint
+            print(f"resumed {out} at step {run.step}")
+        env = make_env(cfg.env)
+        obs, _ = env.reset(seed=cfg.seed + 1_000_003 * (episode + 1))
+        if env_state is not None:
+            obs = _set_env_state(env, env_state)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        bar = run.progress(f"SAC {spec.gym_id}", unit="step")
+        while run.step < cfg.total_steps:
+            if run.step < cfg.start_steps:
+                act = rng.uniform(-1.0, 1.0, spec.act_dim).astype(np.float32)
+            else:
+                act = agent.actor.act(torch.as_tensor(obs).float().unsqueeze(0), False, gen)[0].numpy()
+            next_obs, rew, term, trunc, _ = env.step(act)
+            buffer.add(
+                Batch(
+                    torch.as_tensor(obs).float()[None],
+                    torch.as_tensor(act)[None],
+                    torch.tensor([rew], dtype=torch.float32),
+                    torch.as_tensor(next_obs).float()[None],
+                    torch.tensor([float(term)]),
+                )
             )
-        )
-        obs = next_obs
-        if term or trunc:
-            episode += 1
-            obs, _ = env.reset(seed=cfg.seed + 1_000_003 * (episode + 1))
-        step += 1
-        if step >= cfg.start_steps:
-            agent.update(buffer.sample(cfg.batch_size, gen), gen)
-        bar.update(1)
-        if step % cfg.eval_interval == 0:
-            det = run_episodes(cfg.env, agent.actor, cfg.eval_episodes, 10_000 + step, True)
-            sto = run_episodes(cfg.env, agent.actor, cfg.eval_episodes, 20_000 + step, False)
-            row = {
-                "step": step,
-                "return_det": float(det.mean()),
-                "return_stoch": float(sto.mean()),
-                "return_stoch_std": float(sto.std()),
-                "wall_s": time.perf_counter() - t0,
-            }
-            bar.write(json.dumps(row))
-            new = not (out / "evals.csv").exists()
-            with open(out / "evals.csv", "a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(row))
-                if new:
-                    w.writeheader()
-                w.writerow(row)
-            policy_io.save_policy(agent.actor, out / "snapshots" / f"step_{step:08d}.pt", cfg.env, **row)
-            state = {
-                "algo": ALGO,
-                "config": to_dict(cfg),
-                "agent": agent.state_dict(),
-                "buffer": buffer.state_dict(),
-                "gen": gen.get_state(),
-                "rng": rng.bit_generator.state,
-                "step": step,
-                "episode": episode,
-                "env_state": _env_state(env, obs),
-            }
-            checkpoint.save(state, ckpt_path)
-            if cfg.stop_return is not None and row["return_stoch"] >= cfg.stop_return:
-                break
-    bar.close()
+            obs = next_obs
+            if term or trunc:
+                episode += 1
+                obs, _ = env.reset(seed=cfg.seed + 1_000_003 * (episode + 1))
+            run.step += 1
+            if run.step >= cfg.start_steps:
+                for k, v in agent.update(buffer.sample(cfg.batch_size, gen), gen).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            bar.update(1)
+            if run.step % cfg.eval_interval == 0:
+                returns = _evaluate(cfg, agent.actor, run.step)
+                train_means = {k: v / count for k, v in sums.items()}
+                run.log({**train_means, **{f"eval/{k}": v for k, v in returns.items()}})
+                sums, count = {}, 0
+                row = {"step": run.step, **returns, "wall_s": run.wall_s()}
+                bar.write(json.dumps(row))
+                _append_row(out / "evals.csv", row)
+                policy_io.save_policy(agent.actor, out / "snapshots" / f"step_{run.step:08d}.pt", cfg.env, **row)
+                state = {
+                    "agent": agent.state_dict(),
+                    "buffer": buffer.state_dict(),
+                    "gen": gen.get_state(),
+                    "rng": rng.bit_generator.state,
+                    "episode": episode,
+                    "env_state": _env_state(env, obs),
+                }
+                run.checkpoint(state)
+                if cfg.stop_return is not None and row["return_stoch"] >= cfg.stop_return:
+                    break
+        bar.close()
     return out
 
 

@@ -42,6 +42,23 @@ def machine_info(num_threads: int | None = None) -> dict:
     }
 
 
+def drop_rows_after(path: str | Path, step: int) -> None:
+    """Rewrite the csv at ``path`` (a ``step`` column) without its rows past ``step``: what a run interrupted after
+    its checkpoint at ``step`` wrote and is about to write again. No file: nothing to do."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path) as f:
+        reader = csv.DictReader(f)
+        kept, keys = [r for r in reader if int(float(r["step"])) <= step], reader.fieldnames
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(kept)
+    tmp.replace(path)
+
+
 class RunLogger:
     """Writes metrics of one run to ``run_dir`` (metrics.csv and TensorBoard events).
 
@@ -69,20 +86,14 @@ class RunLogger:
             held = [n for n in ("metrics.csv", "checkpoint.pt") if (self.dir / n).exists()]
             if held:
                 raise FileExistsError(
-                    f"{self.dir} already holds a run ({', '.join(held)}): continue it with --resume {self.dir}, "
-                    f"or pass another --out"
+                    f"{self.dir} already holds a run: continue it with --resume {self.dir}, or pass another --out "
+                    f"(it holds {', '.join(held)})"
                 )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
         self.episodes_path = self.dir / "episodes.csv"
-        if resume_step is not None and self.episodes_path.exists():  # drop the interrupted run's later episodes
-            with open(self.episodes_path) as f:
-                reader = csv.DictReader(f)
-                kept, keys = [r for r in reader if int(r["step"]) <= resume_step], reader.fieldnames
-            with open(self.episodes_path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=keys)
-                w.writeheader()
-                w.writerows(kept)
+        if resume_step is not None:  # drop the interrupted run's later episodes
+            drop_rows_after(self.episodes_path, resume_step)
         if resume_step is not None and self.csv_path.exists():
             with open(self.csv_path) as f:
                 self.rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]

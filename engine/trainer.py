@@ -8,8 +8,10 @@
     -> periodic evaluation on the true environment, metrics, checkpoints (resumable)
     -> final evaluation, summary.json
 
-Algorithms supply their Config (a ``ModelBasedConfig``) and a constructor for their agent (an
-``engine.agent.Agent``); everything else lives here, once.
+Algorithms supply their Config (a ``ModelBasedConfig``, ``engine.model_based_config``) and a constructor for
+their agent (an ``engine.agent.Agent``); the loop lives here, once, and what a run needs around it (run
+directory, resume, threads, logging, checkpoints, the non-finite stop, the summary) is the run harness's
+(``engine.harness``).
 
 Seeding: ``cfg.seed`` decides every random choice of a run. The dynamics ensemble is fitted with
 ``cfg.dynamics.seed``, which follows ``cfg.seed`` unless set; the global torch generator is seeded once,
@@ -20,226 +22,29 @@ draw from one ``torch.Generator`` seeded with ``cfg.seed``; evaluation episode k
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Literal
 
 import torch
-from tqdm import tqdm
 
-from engine import checkpoint, data
+from engine import data
 from engine.agent import MakeAgent
 from engine.buffer import ReplayBuffer
-from engine.config import to_dict
-from engine.dynamics import DynamicsConfig, fit_or_load, shipped_ensemble
+from engine.dynamics import fit_or_load
 from engine.evaluate import evaluate
-from engine.logger import RunLogger, default_run_dir, machine_info
-from engine.rollout import RolloutConfig, RolloutEngine, rollout_metrics
+from engine.harness import RunHarness
+from engine.model_based_config import RUN_CONTROL_FIELDS, ModelBasedConfig, with_dynamics_seed
+from engine.off_data import UncertaintyProbe, off_data_warning
+from engine.rollout import RolloutEngine, rollout_metrics
 from engine.termination import termination_params
-from kernels import rollout_step
-
-
-@dataclass(frozen=True)
-class ModelBasedConfig:
-    """Fields every model-based algorithm shares (each is a CLI flag: ``--num-updates``)."""
-
-    dataset: str = data.DEFAULT_DATASET
-    """Minari dataset id (simloop ids are generated locally when missing)."""
-    seed: int = 0
-    """Seed of every random choice: network initialisation, sampling, rollouts, evaluation episodes, and the
-    dynamics ensemble unless ``dynamics.seed`` or ``dynamics_path`` is given."""
-    device: str = "cpu"
-    """torch device."""
-    num_threads: int = 1
-    """torch intra-op threads on the CPU (1: one run per core; bench/RESULTS.md has the measurements)."""
-    num_updates: int = 1_000_000
-    """Gradient steps of the agent (MOPO/COMBO: 1,000 epochs x 1,000 steps)."""
-    batch_size: int = 256
-    """Minibatch size (real + model rows)."""
-    real_ratio: float = 0.05
-    """Fraction of each minibatch drawn from the dataset; the rest from model rollouts."""
-    rollout: RolloutConfig = RolloutConfig(horizon=5, penalty_coef=0.0)
-    """Model rollout horizon h and reward penalty coefficient lambda."""
-    rollout_batch_size: int = 50_000
-    """N: start states per rollout phase, drawn from the dataset."""
-    rollout_interval: int = 1_000
-    """Gradient steps between rollout phases."""
-    model_retain_rollouts: int = 5
-    """Rollout phases the model buffer keeps (capacity = this x rollout_batch_size x horizon)."""
-    dynamics: DynamicsConfig = DynamicsConfig()
-    """Dynamics ensemble (7 members, 5 elites, 4x200 SiLU); its seed follows ``seed`` unless given."""
-    dynamics_path: str | None = None
-    """Use this saved ensemble instead of the cache (trained on this dataset; its own seed applies)."""
-    eval_interval: int = 10_000
-    """Gradient steps between evaluations on the true environment."""
-    eval_episodes: int = 10
-    """Episodes of the final evaluation (intermediate ones use half, at least 1)."""
-    eval_backend: Literal["cpu", "mjx"] = "cpu"
-    """True-environment evaluation: "cpu" (Gymnasium MuJoCo, the default without a GPU) or "mjx" (all
-    episodes in parallel in one compiled JAX loop; fast on a GPU once compiled, on first use in a process)."""
-    log_interval: int = 1_000
-    """Gradient steps between metric rows."""
-    checkpoint_interval: int = 10_000
-    """Gradient steps between checkpoints (resumable with --resume; a larger --num-updates extends the run)."""
-    out: str | None = None
-    """Run directory; default runs/<algo>/<dataset>/<time>/."""
-    progress: bool = True
-    """Show progress bars."""
-
-    def __post_init__(self):
-        checks = {
-            "num_updates": self.num_updates >= 1,
-            "batch_size": self.batch_size >= 1,
-            "real_ratio": 0.0 <= self.real_ratio <= 1.0,
-            "rollout_batch_size": self.rollout_batch_size >= 1,
-            "rollout_interval": self.rollout_interval >= 1,
-            "model_retain_rollouts": self.model_retain_rollouts >= 1,
-            "eval_interval": self.eval_interval >= 1,
-            "eval_episodes": self.eval_episodes >= 1,
-            "log_interval": self.log_interval >= 1,
-            "checkpoint_interval": self.checkpoint_interval >= 1,
-            "num_threads": self.num_threads >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"bad config value(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)} "
-                "(counts and intervals must be >= 1, real_ratio in [0, 1])"
-            )
-
-
-RECORDED_DYNAMICS = DynamicsConfig(max_epochs=60, max_steps_per_epoch=1000)
-"""The ensemble budget of the dataset presets and the recorded runs: 60 epochs of at most 1,000 minibatches
-(15.4M samples, ~19 passes over 800k training rows) with early stopping, instead of MOPO's full passes to
-early stop, which take hours on a CPU."""
-
-
-def fast_budget(num_updates: int, **fields) -> Callable[[ModelBasedConfig], ModelBasedConfig]:
-    """A ``--fast`` budget preset: ``cfg -> cfg`` with ``num_updates`` updates, 5,000 rollout start states, one
-    evaluation at the end, and an ensemble that costs little: the dataset's shipped one where the package has
-    it (``engine.dynamics.shipped_ensemble``; its seed 0 for every run seed), else a 3 x 400-minibatch fit.
-    ``fields`` override any of these. The algorithm's hyperparameters (horizon, lambda, beta, learning rates,
-    ...) stay the dataset's."""
-
-    def budget(cfg: ModelBasedConfig) -> ModelBasedConfig:
-        shipped = replace(cfg.dynamics, seed=0)
-        if shipped_ensemble(cfg.dataset, shipped) is not None:
-            dynamics = shipped
-        else:
-            dynamics = replace(cfg.dynamics, max_epochs=3, max_steps_per_epoch=400)
-        values = dict(
-            num_updates=num_updates,
-            rollout_batch_size=5_000,
-            eval_interval=num_updates,
-            checkpoint_interval=max(1, num_updates // 2),
-            dynamics=dynamics,
-        )
-        return replace(cfg, **{**values, **fields})
-
-    return budget
-
-
-RUN_CONTROL_FIELDS = ("num_updates", "num_threads", "progress", "checkpoint_interval", "device", "eval_backend")
-"""Fields a resumed run may change (``--resume DIR --num-updates 400000``): how long and where it runs, not what."""
-
-
-def with_dynamics_seed(cfg: ModelBasedConfig) -> ModelBasedConfig:
-    """``cfg`` with ``dynamics.seed`` set to ``cfg.seed`` where it is None (the ensemble follows the run's seed)."""
-    return replace(cfg, dynamics=cfg.dynamics.seeded(cfg.seed))
-
-
-def _nonfinite(state, prefix: str = "") -> str | None:
-    """The key of the first floating tensor in a (nested) state dict holding NaN or inf, or None."""
-    if isinstance(state, torch.Tensor):
-        return None if not state.is_floating_point() or bool(torch.isfinite(state).all()) else prefix
-    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list) else ()
-    for k, v in items:
-        bad = _nonfinite(v, f"{prefix}/{k}" if prefix else str(k))
-        if bad is not None:
-            return bad
-    return None
-
-
-OFF_DATA_WARN_FRAC = 0.1
-"""``ModelBasedRun.evaluate`` warns when more than this fraction of the evaluation's steps lie beyond the data's
-99th-percentile uncertainty (a policy that stays where the data is has ~0.01): the policy has left the data,
-where the learned simulator's predictions, and so its training signal, are not to be trusted (bench/RESULTS.md
-has the fractions of recorded runs)."""
-
-
-def off_data_warning(
-    step: int, metrics: dict[str, float], run_dir: str | Path = "RUN_DIR", threshold: float | None = None
-) -> str | None:
-    """The warning ``ModelBasedRun.evaluate`` issues for an evaluation's ``UncertaintyProbe.metrics`` at ``step``
-    of the run in ``run_dir``, or None when ``eval/model_uncertainty_frac_beyond_p99`` is at most ``threshold``
-    (None: ``OFF_DATA_WARN_FRAC``) or absent (the MJX backend has no probe)."""
-    frac = metrics.get("eval/model_uncertainty_frac_beyond_p99")
-    if frac is None or frac <= (OFF_DATA_WARN_FRAC if threshold is None else threshold):
-        return None
-    return (
-        f"step {step}: {frac:.0%} of the evaluation's steps lie beyond the data's 99th-percentile model uncertainty "
-        f"(a policy that stays in the data: ~1%); the policy has left the data and may be exploiting the learned "
-        f"simulator: check it with `python -m experiments.diagnose {run_dir}` (a larger rollout.penalty_coef "
-        f"charges more for it)"
-    )
-
-
-class UncertaintyProbe:
-    """Where the policy leaves the data: the model's uncertainty u(s, a) (``cfg.rollout.uncertainty``, as in the
-    rollout penalty) at the states and actions the policy visits on the true environment during an evaluation,
-    against its distribution on the dataset's own (s, a), both under the model as it is at the evaluation
-    (ARMOR's model changes during training).
-
-    Metrics: ``eval/model_uncertainty_mean`` (mean u over every visited step), ``eval/model_uncertainty_data_p99``
-    (the 99th percentile of u on 10,000 dataset rows) and ``eval/model_uncertainty_frac_beyond_p99`` (fraction
-    of visited steps beyond it: ~0.01 for a policy that stays where the data is).
-    """
-
-    def __init__(self, params, real, uncertainty: str, generator: torch.Generator):
-        self.params, self.kind = params, uncertainty
-        idx = torch.randint(len(real), (min(len(real), 10_000),), generator=generator, device=real.obs.device)
-        self.data_obs, self.data_act = real.obs[idx], real.act[idx]
-        self.values: list[torch.Tensor] = []
-
-    def u(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """``[N]`` uncertainty of ``(obs [N, D], act [N, A])`` (zero noise; u does not depend on the sample)."""
-        n = obs.shape[0]
-        noise = torch.zeros(n, obs.shape[1] + 1, device=obs.device)
-        member = self.params.elites[:1].expand(n)
-        return rollout_step(self.params, obs, act, noise, member, 0.0, uncertainty=self.kind).uncertainty
-
-    def wrap(self, policy):
-        """``policy`` that also records u at every (obs, act) it is called on."""
-
-        @torch.no_grad()
-        def observed(obs: torch.Tensor) -> torch.Tensor:
-            act = policy(obs)
-            self.values.append(self.u(obs, act))
-            return act
-
-        return observed
-
-    def metrics(self) -> dict[str, float]:
-        """The metrics of the steps recorded since the last call."""
-        u, self.values = torch.cat(self.values), []
-        with torch.no_grad():
-            p99 = float(torch.quantile(self.u(self.data_obs, self.data_act), 0.99))
-        return {
-            "eval/model_uncertainty_mean": float(u.mean()),
-            "eval/model_uncertainty_data_p99": p99,
-            "eval/model_uncertainty_frac_beyond_p99": float((u > p99).float().mean()),
-        }
 
 
 class ModelBasedRun:
-    """One run of the loop, in the order ``train_model_based`` drives it: ``__init__`` (setup: data, dynamics,
-    agent, rollout engines, buffers, resume), ``prepare``, then per update ``rollout_phase`` (every
-    ``rollout_interval`` steps), ``update``, ``log_and_evaluate``, ``checkpoint``; finally ``finish``."""
+    """One run of the loop, in the order ``train_model_based`` drives it: ``__init__`` (setup: the run's harness,
+    data, dynamics, agent, rollout engines, buffers, resume), ``prepare``, then per update ``rollout_phase``
+    (every ``rollout_interval`` steps), ``update``, ``log_and_evaluate``, ``checkpoint``; finally ``finish``.
+    The run directory, resume, threads, logging, checkpoints, the non-finite stop and the summary are the
+    harness's (``engine.harness.RunHarness``, ``self.harness``)."""
 
     def __init__(
         self,
@@ -249,29 +54,29 @@ class ModelBasedRun:
         make_agent: MakeAgent,
         resume: str | None = None,
     ):
-        self.t_start = time.perf_counter()
-        ckpt = None
-        if resume is not None:
-            self.dir = Path(resume)
-            cfg, ckpt = checkpoint.resume(
-                resume, algo, config_cls, cfg, RUN_CONTROL_FIELDS, "num_updates", with_dynamics_seed
-            )
-        else:
-            if cfg is None:
-                raise ValueError("a fresh run needs a config (cfg=None is only for resume)")
-            cfg = with_dynamics_seed(cfg)
-            self.dir = Path(cfg.out) if cfg.out else default_run_dir(algo, cfg.dataset)
-        self.algo, self.cfg = algo, cfg
-        self.prior_threads = torch.get_num_threads()
-        torch.set_num_threads(cfg.num_threads)
+        self.harness = RunHarness(
+            algo,
+            config_cls,
+            cfg,
+            resume,
+            RUN_CONTROL_FIELDS,
+            "num_updates",
+            normalize=with_dynamics_seed,
+            validate=lambda c: data.check_id(c.dataset),
+        )
+        try:
+            self._setup(make_agent)
+        except BaseException:
+            self.harness.close()
+            raise
+
+    def _setup(self, make_agent: MakeAgent) -> None:
+        cfg, ckpt = self.cfg, self.harness.ckpt
         dev = self.device = torch.device(cfg.device)
         self.data = data.load(cfg.dataset, device=dev)
         self.real = self.data.as_batch()
         if self.data.env_name is None:
             raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
-        self.logger = RunLogger(self.dir, resume_step=None if ckpt is None else ckpt["step"])
-        if ckpt is None:
-            self.logger.write_json("config.json", {"algo": algo, "command": " ".join(sys.argv), **to_dict(cfg)})
         self.dyn, self.dyn_info = fit_or_load(
             self.real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, device=dev, progress=cfg.progress
         )
@@ -286,36 +91,48 @@ class ModelBasedRun:
         capacity = cfg.model_retain_rollouts * cfg.rollout_batch_size * cfg.rollout.horizon
         self.model_buffer = ReplayBuffer(capacity, self.data.obs_dim, self.data.act_dim, dev)
         self.num_real = int(round(cfg.batch_size * cfg.real_ratio))
-        self.step, self.prior_wall, self.last_checkpoint = 0, 0.0, None
         if ckpt is not None:
             self.agent.load_state_dict(ckpt["agent"])
             if "model_buffer" in ckpt:
-                self.model_buffer.load_state_dict(ckpt["model_buffer"])
+                self.model_buffer.load_state_dict(ckpt.pop("model_buffer"))
             else:  # a slim checkpoint (``engine.checkpoint.slim``): the first rollout phase refills the buffer
                 warnings.warn(
                     f"{self.dir / 'checkpoint.pt'} holds no model buffer (a slim checkpoint): the run continues from "
                     f"one fresh rollout phase instead of the last {cfg.model_retain_rollouts}",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
             self.gen.set_state(ckpt["gen"])
-            self.step, self.prior_wall, self.last_checkpoint = ckpt["step"], ckpt["wall_s"], ckpt["step"]
         self.probe = UncertaintyProbe(
             self.dyn.params(), self.real, cfg.rollout.uncertainty, torch.Generator(device=dev).manual_seed(cfg.seed)
         )
         self.sums: dict[str, torch.Tensor] = {}
         self.count, self.t_log = 0, time.perf_counter()
-        self.evals: list[tuple[int, float]] = []
 
-    def wall_s(self) -> float:
-        """Seconds of this run so far, earlier stretches of a resumed run included."""
-        return self.prior_wall + time.perf_counter() - self.t_start
+    @property
+    def cfg(self) -> ModelBasedConfig:
+        """The config in force (the saved one on resume, with ``dynamics.seed`` filled in)."""
+        return self.harness.cfg
+
+    @property
+    def dir(self):
+        """The run directory (``pathlib.Path``)."""
+        return self.harness.dir
+
+    @property
+    def step(self) -> int:
+        """Agent updates done so far, earlier stretches of a resumed run included."""
+        return self.harness.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.harness.step = value
 
     def prepare(self) -> None:
         """The agent's work before the loop (``Agent.prepare``); logged and checkpointed when there was any."""
         t0 = time.perf_counter()
         prepared = self.agent.prepare(self.gen, self.cfg.progress)
         if prepared:
-            self.logger.log(self.step, {**prepared, "perf/prepare_s": time.perf_counter() - t0})
+            self.harness.log({**prepared, "perf/prepare_s": time.perf_counter() - t0})
             self.checkpoint()
 
     def rollout_phase(self) -> None:
@@ -356,8 +173,7 @@ class ModelBasedRun:
             message = off_data_warning(self.step, extra, self.dir)
             if message is not None:
                 warnings.warn(message, stacklevel=2)
-        self.logger.log_episodes(self.step, result)
-        self.evals.append((self.step, result.normalized_score))
+        self.harness.logger.log_episodes(self.step, result)
         return {**result.metrics(), **extra}
 
     def log_and_evaluate(self) -> None:
@@ -365,8 +181,8 @@ class ModelBasedRun:
         ``eval_interval`` steps an evaluation on ``eval_episodes // 2`` episodes (at least 1).
 
         Raises:
-            FloatingPointError: a ``train/*`` metric is NaN or inf; the message names it and the steps, and
-                the last checkpoint (before it) is left as it was.
+            FloatingPointError: a ``train/*`` metric is NaN or +-inf (``RunHarness.log``); the message names it and
+                the steps, and the last checkpoint (before it) is left as it was.
         """
         cfg, step = self.cfg, self.step
         do_eval = step % cfg.eval_interval == 0 and step != cfg.num_updates
@@ -376,77 +192,37 @@ class ModelBasedRun:
         row["perf/updates_per_s"] = self.count / (time.perf_counter() - self.t_log)
         if do_eval:
             row.update(self.evaluate(max(1, cfg.eval_episodes // 2)))
-        values = self.logger.log(step, row)
-        bad = [k for k, v in values.items() if k.startswith("train/") and not math.isfinite(v)]
-        if bad:
-            kept = "none" if self.last_checkpoint is None else f"step {self.last_checkpoint}"
-            raise FloatingPointError(
-                f"non-finite {', '.join(bad)} in the updates of steps {step - self.count + 1}-{step}: the run stopped; "
-                f"its last checkpoint ({kept}) is kept in {self.dir}"
-            )
-        if cfg.progress and "eval/normalized_score" in values:
-            tqdm.write(f"step {step}: normalized score {values['eval/normalized_score']:.1f}")
+        self.harness.log(row)
         self.sums, self.count, self.t_log = {}, 0, time.perf_counter()
 
     def checkpoint(self) -> None:
-        """Write ``checkpoint.pt`` (plain data, ``engine.checkpoint``).
+        """Write ``checkpoint.pt`` (``RunHarness.checkpoint``): the agent, the model buffer and the generator.
 
         Raises:
-            FloatingPointError: the agent's state holds NaN or inf; nothing is written, the last checkpoint stays.
+            FloatingPointError: the agent's state holds NaN or +-inf; nothing is written, the last checkpoint stays.
         """
-        agent_state = self.agent.state_dict()
-        bad = _nonfinite(agent_state)
-        if bad is not None:
-            kept = "none" if self.last_checkpoint is None else f"step {self.last_checkpoint}"
-            raise FloatingPointError(
-                f"non-finite values in the agent's {bad} at step {self.step}: the run stopped without writing a "
-                f"checkpoint; its last checkpoint ({kept}) is kept in {self.dir}"
-            )
-        state = {
-            "algo": self.algo,
-            "config": to_dict(self.cfg),
-            "agent": agent_state,
-            "model_buffer": self.model_buffer.state_dict(),
-            "gen": self.gen.get_state(),
-            "step": self.step,
-            "wall_s": self.wall_s(),
-        }
-        checkpoint.save(state, self.dir / "checkpoint.pt")
-        self.last_checkpoint = self.step
+        self.harness.checkpoint(
+            {
+                "agent": self.agent.state_dict(),
+                "model_buffer": self.model_buffer.state_dict(),
+                "gen": self.gen.get_state(),
+            }
+        )
 
     def finish(self) -> dict:
-        """Final evaluation on ``eval_episodes``, ``actor.pt``, ``summary.json`` and a last checkpoint."""
-        cfg = self.cfg
-        final_metrics = self.evaluate(cfg.eval_episodes)
-        self.logger.log(self.step, final_metrics)
+        """Final evaluation on ``eval_episodes``, ``actor.pt``, ``summary.json`` (with the ensemble's ``dynamics``
+        info) and a last checkpoint."""
+        final_metrics = self.evaluate(self.cfg.eval_episodes)
         torch.save(self.agent.actor.state_dict(), self.dir / "actor.pt")
-        best_step, best = max(self.evals, key=lambda e: e[1])
-        summary = {
-            "algo": self.algo,
-            "dataset": cfg.dataset,
-            "env": self.data.env_name,
-            "seed": cfg.seed,
-            "normalized_score": final_metrics["eval/normalized_score"],
-            "normalized_score_std": final_metrics["eval/normalized_score_std"],
-            "return_mean": final_metrics["eval/return_mean"],
-            "return_std": final_metrics["eval/return_std"],
-            "eval_episodes": cfg.eval_episodes,
-            "best_eval_normalized_score": best,
-            "best_eval_step": best_step,
-            "behavior_normalized_score": self.data.behavior_normalized_score,
-            "num_updates": self.step,
-            "wall_s": self.wall_s(),
-            "machine": machine_info(cfg.num_threads),
-            "dynamics": dict(self.dyn_info),
-            "run_dir": str(self.dir),
-        }
-        self.logger.write_json("summary.json", summary)
+        summary = self.harness.summary(
+            final_metrics, self.data.env_name, self.data.behavior_normalized_score, {"dynamics": dict(self.dyn_info)}
+        )
         self.checkpoint()
         return summary
 
     def close(self) -> None:
-        self.logger.close()
-        torch.set_num_threads(self.prior_threads)
+        """Close the run's harness (its logger; torch's thread count as it was)."""
+        self.harness.close()
 
 
 def train_model_based(
@@ -470,7 +246,7 @@ def train_model_based(
         ValueError: unknown dataset id, bad config, a dataset from an unsupported env, a resume whose config
             differs from the saved one outside ``RUN_CONTROL_FIELDS`` or a checkpoint of another algorithm.
         FileNotFoundError: ``resume`` holds no checkpoint.
-        FileExistsError: a fresh run whose ``out`` already holds a run (``engine.logger.RunLogger``).
+        FileExistsError: a fresh run whose ``out`` already holds a run (``engine.harness.RunHarness``).
         FloatingPointError: a loss or parameter became NaN/inf (the message names the step; the last
             checkpoint is kept).
     """
@@ -478,9 +254,7 @@ def train_model_based(
     try:
         run.prepare()
         cfg = run.cfg
-        bar = tqdm(
-            total=cfg.num_updates, initial=run.step, desc=f"{algo} updates", unit="upd", disable=not cfg.progress
-        )
+        bar = run.harness.progress(f"{algo} updates")
         while run.step < cfg.num_updates:
             if run.step % cfg.rollout_interval == 0 or len(run.model_buffer) == 0:
                 run.rollout_phase()

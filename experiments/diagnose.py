@@ -34,8 +34,9 @@ from engine.config import from_dict
 from engine.data import load
 from engine.dynamics import fit_or_load, targets_of
 from engine.envs import get_env_spec, make_env
+from engine.model_based_config import with_dynamics_seed
+from engine.off_data import UncertaintyProbe
 from engine.termination import is_terminal, termination_params
-from engine.trainer import UncertaintyProbe, with_dynamics_seed
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ runs; intermediate snapshots get ``eval_episodes // 2`` episodes (at least 1), t
 
 Writes into the run directory, through ``engine.logger.RunLogger``: ``config.json`` (``peer_config``: what ran),
 ``metrics.csv`` (one row per snapshot: step and ``EvalResult.metrics()``), ``episodes.csv`` (step, episode, seed,
-return, length, normalized_score) and ``summary.json`` with the keys of simloop's runs (``engine.trainer``'s
-summary) plus ``code`` (library, repository, commit or version) and ``eval_wall_s``. ``wall_s`` is the peer's own
-training time (data loading, model fitting, updates and snapshot export, from ``peer_run.json``); the evaluations
-here are ``eval_wall_s``.
+return, length, normalized_score) and ``summary.json`` with the keys of simloop's runs
+(``engine.harness.RunHarness.summary``) plus ``code`` (library, repository, commit or version) and
+``eval_wall_s``. ``wall_s`` is the peer's own training time (data loading, model fitting, updates and snapshot
+export, from ``peer_run.json``); the evaluations here are ``eval_wall_s``.
 """
 
 from __future__ import annotations

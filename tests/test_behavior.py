@@ -4,6 +4,7 @@ picks, re-measures and ships a snapshot (or says clearly why it cannot)."""
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,6 +52,20 @@ def test_resumed_run_is_identical_to_an_unstopped_one(runs):
         if isinstance(v, dict):
             continue  # optimiser states: compared through the weights they produced
         assert torch.equal(v, b["agent"][k]), k
+
+
+def test_the_run_logs_evaluations_and_losses_and_its_checkpoint_its_wall_time(runs):
+    """The harness's records: metrics.csv rows (evaluations and SAC losses averaged since the last row) equal
+    across a resume, config.json names the algorithm and the command, the checkpoint holds the wall time."""
+    straight, resumed = runs
+    rows = {run: list(csv.DictReader((run / "metrics.csv").read_text().splitlines())) for run in (straight, resumed)}
+    assert [r["step"] for r in rows[straight]] == ["200", "400", "600"]
+    assert float(rows[straight][2]["eval/return_stoch"]) == pytest.approx(float(_evals(straight)[2]["return_stoch"]))
+    assert rows[straight][0]["train/critic_loss"] and rows[resumed] == rows[straight]
+    config = json.loads((resumed / "config.json").read_text())
+    assert config["algo"] == "behavior" and config["seed"] == TINY["seed"] and "command" in config
+    ckpt = torch.load(resumed / "checkpoint.pt", weights_only=True)
+    assert ckpt["wall_s"] > 0 and ckpt["config"]["out"] == str(resumed)
 
 
 def test_a_killed_run_resumes_to_the_same_end(runs, tmp_path, monkeypatch):

@@ -185,7 +185,7 @@ def test_grid_names_applicability_presets_and_config_errors(tmp_path):
     by_name = {(t.algo, t.seed, t.variant): t for t in trials}
     m = grid.build_config(by_name[("mopo", 1, "rollout.penalty_coef=1.0")], cfg)
     assert m.rollout.penalty_coef == 1.0 and m.seed == 1 and m.num_threads == 1
-    assert m.dynamics.seed is None  # the model follows the trial's seed (engine.trainer.with_dynamics_seed)
+    assert m.dynamics.seed is None  # the model follows the trial's seed (engine.model_based_config.with_dynamics_seed)
     hopper = mopo.PRESETS["simloop/hopper/medium-v0"]
     fast = mopo.BUDGETS["fast"](
         dataclasses.replace(

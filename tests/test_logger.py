@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from engine.logger import RunLogger
+from engine.logger import RunLogger, drop_rows_after
 
 
 def _read(path) -> tuple[list[str], list[dict]]:
@@ -57,3 +57,12 @@ def test_a_resumed_logger_drops_the_rows_after_its_checkpoint(tmp_path):
         ("20", "20.0"),
         ("30", "-1.0"),
     ]
+
+
+def test_drop_rows_after_keeps_the_rows_up_to_the_step(tmp_path):
+    path = tmp_path / "evals.csv"
+    drop_rows_after(path, 20)  # no file: nothing to do
+    assert not path.exists()
+    path.write_text("step,return\n10,1.5\n20,2.5\n30,-1.0\n")
+    drop_rows_after(path, 20)
+    assert path.read_text().splitlines() == ["step,return", "10,1.5", "20,2.5"]

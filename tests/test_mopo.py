@@ -86,7 +86,10 @@ def test_a_fresh_run_refuses_a_directory_holding_a_run(tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset, tmp_path / "run", num_updates=20, checkpoint_interval=20)
     mopo.train(cfg)
     before = {n: (tmp_path / "run" / n).read_bytes() for n in ("checkpoint.pt", "metrics.csv", "config.json")}
-    with pytest.raises(FileExistsError, match=r"already holds a run \(metrics.csv, checkpoint.pt\).*--resume"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"already holds a run: continue it with --resume .*\(it holds metrics.csv, checkpoint.pt\)",
+    ):
         mopo.train(cfg)
     assert before == {n: (tmp_path / "run" / n).read_bytes() for n in before}  # nothing overwritten
 

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from algos import armor, combo, mopo
+from engine import off_data as off_data_module
 from engine import rollout as rollout_module
 from engine import trainer
+from engine.logger import RunLogger
 from engine.nets import TanhGaussianActor
 from engine.policy_io import save_policy
 from engine.rollout import RolloutConfig
@@ -67,14 +69,14 @@ class Killed(Exception):
 
 def _kill_after(monkeypatch, step: int) -> None:
     """Make the run die at its first metrics row after ``step`` (after the checkpoint at ``step`` was written)."""
-    log = trainer.RunLogger.log
+    log = RunLogger.log
 
     def dying(self, s, metrics):
         if s > step:
             raise Killed
         return log(self, s, metrics)
 
-    monkeypatch.setattr(trainer.RunLogger, "log", dying)
+    monkeypatch.setattr(RunLogger, "log", dying)
 
 
 @pytest.mark.parametrize("module", [mopo, combo, armor], ids=["mopo", "combo", "armor"])
@@ -318,15 +320,15 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(bad
 
 def test_off_data_warning_names_the_step_the_fraction_and_what_to_run():
     quiet = {"eval/model_uncertainty_frac_beyond_p99": 0.02}
-    assert trainer.off_data_warning(40, quiet, "runs/x") is None
-    assert trainer.off_data_warning(40, {}, "runs/x") is None  # the MJX backend logs no probe
-    message = trainer.off_data_warning(150_000, {"eval/model_uncertainty_frac_beyond_p99": 0.25}, "runs/w2d")
+    assert off_data_module.off_data_warning(40, quiet, "runs/x") is None
+    assert off_data_module.off_data_warning(40, {}, "runs/x") is None  # the MJX backend logs no probe
+    message = off_data_module.off_data_warning(150_000, {"eval/model_uncertainty_frac_beyond_p99": 0.25}, "runs/w2d")
     assert message.startswith("step 150000: 25% of the evaluation's steps")
     assert "python -m experiments.diagnose runs/w2d" in message
 
 
 def test_a_run_warns_at_each_evaluation_past_the_threshold(tiny_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "OFF_DATA_WARN_FRAC", -1.0)  # every evaluation counts as off the data
+    monkeypatch.setattr(off_data_module, "OFF_DATA_WARN_FRAC", -1.0)  # every evaluation counts as off the data
     with pytest.warns(UserWarning, match="beyond the data's 99th-percentile") as caught:
         mopo.train(tiny(mopo, tiny_dataset, tmp_path / "run"))
     off_data = [str(w.message) for w in caught if "99th-percentile" in str(w.message)]

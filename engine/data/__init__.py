@@ -16,7 +16,7 @@ imports neither ``minari`` nor ``gymnasium``, nor the SAC trainer.
 """
 
 from engine.data.generate import MissingArtifactError, make_dataset
-from engine.data.loader import TransitionData, load
+from engine.data.loader import TransitionData, check_id, load
 from engine.data.minari_io import _datasets_root
 from engine.data.registry import (
     D4RL_DATASETS,
@@ -39,6 +39,7 @@ __all__ = [
     "MissingArtifactError",
     "TransitionData",
     "_datasets_root",
+    "check_id",
     "get_recipe",
     "load",
     "make_dataset",

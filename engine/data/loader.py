@@ -75,6 +75,14 @@ def _check_finite(dataset_id: str, path: Path, fields: dict[str, np.ndarray]) ->
             raise ValueError(f"dataset {dataset_id!r} at {path}: {bad} non-finite values (NaN/inf) in {name}")
 
 
+def check_id(dataset_id: str) -> None:
+    """Raise the ``ValueError`` ``load`` would raise for an unknown id (neither a simloop id nor a dataset present
+    locally; the message lists both), without reading or generating anything: a run checks its dataset before it
+    makes its directory."""
+    if dataset_id not in DATASETS and not (_datasets_root() / dataset_id / "data").exists():
+        raise unknown_id_error(dataset_id, _datasets_root())
+
+
 def load(
     dataset_id: str, device: str | torch.device = "cpu", generate_missing: bool = True, download: bool = False
 ) -> TransitionData:
