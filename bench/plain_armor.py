@@ -1,16 +1,18 @@
 """The plain baseline of the ARMOR update benchmark, and the reference of its gradient test: the same
 ARMOR iteration (``algos.armor.ARMORAgent.update``) written the direct way, one set of critic passes per
 loss, with the other player detached or frozen (``requires_grad_(False)``) and one backward of the sum;
-default (per-tensor) Adam steps. simloop's agent shares the passes between the critic and model losses
-and routes each gradient with a restricted backward; it must give the same gradients (tests/test_armor.py)
-and beat this in the same run (bench/test_update_bench.py).
+default (per-tensor) Adam steps. The twin-min target, the clipped backups and Proj_F follow the config as in
+``ARMORAgent``; ``state_fit_coef`` and a sampled reference action are not written here (their defaults only).
+simloop's agent shares the passes between the critic and model losses and routes each gradient with a
+restricted backward; it must give the same gradients (tests/test_armor.py) and beat this in the same run
+(bench/test_update_bench.py).
 """
 
 from __future__ import annotations
 
 import torch
 
-from algos.armor import ARMORAgent, bellman_error, model_fit_error, relative_pessimism
+from algos.armor import ARMORAgent, bellman_error, model_fit_error, project_weight_norms, relative_pessimism
 from engine.batch import Batch, cat_batches
 from engine.dynamics import targets_of
 from engine.sac import temperature_loss
@@ -44,8 +46,11 @@ class PlainARMORAgent(ARMORAgent):
         def bellman(n_obs, r):
             q = self.critic(batch.obs, batch.act)
             q_next_target = self.critic_target(n_obs, a_next)
+            if cfg.twin_min_target:
+                q_next_target = q_next_target.min(0, keepdim=True).values
             q_next = self.critic(n_obs, a_next)
-            return bellman_error(q, r, term, q_next_target, q_next, cfg.gamma, cfg.residual_weight)
+            v_lo, v_hi = self.value_range
+            return bellman_error(q, r, term, q_next_target, q_next, cfg.gamma, cfg.residual_weight, v_lo, v_hi)
 
         rel = relative_pessimism(self.critic(batch.obs, a_pi), self.critic(batch.obs, a_ref))
         critic_loss = (rel + cfg.bellman_coef * bellman(next_obs.detach(), rew.detach())).sum()
@@ -67,6 +72,7 @@ class PlainARMORAgent(ARMORAgent):
         self.model_opt.zero_grad(set_to_none=True)
         self.backward(critic_loss, model_loss)
         self.critic_opt.step()
+        project_weight_norms(self.critic, self.cfg.critic_norm_bound)
         self.model_opt.step()
         obs = torch.cat([real.obs, model.obs], 0)
         act, logp = self.actor(obs, generator)

@@ -4,6 +4,7 @@ runs, reference loading and bad config."""
 import copy
 import csv
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -305,11 +306,19 @@ D3, A2 = 3, 2
 V_MAX, OBS_BOUND = 2.0, 1.5
 
 
-def _armor_agent64(seed: int, critic_hidden=(8,)) -> armor.ARMORAgent:
+VALUE_RANGE = (-0.6, 0.4)
+"""The backups' clip range of the hand-sized agent with ATAC's stabilisers: it binds on some rows, not all."""
+
+
+def _armor_agent64(seed: int, critic_hidden=(8,), atac: bool = False) -> armor.ARMORAgent:
     """A hand-sized ARMOR agent in float64 with non-default coefficients (a dropped or swapped factor shows),
     finite observation bounds (some model next states terminate) and a non-trivial input normaliser and alpha.
-    Initialised from ``seed`` without touching the global RNG."""
+    ``atac``: with ATAC's stabilisers (twin-min target, backups clipped to ``VALUE_RANGE``, Proj_F), else
+    without them (the paper's Algorithm 1). Initialised from ``seed`` without touching the global RNG."""
     cfg = armor.Config(
+        twin_min_target=atac,
+        clip_value_targets=atac,
+        critic_norm_bound=100.0 if atac else 0.0,
         hidden_dims=critic_hidden,
         bellman_coef=2.5,
         residual_weight=0.3,
@@ -328,7 +337,8 @@ def _armor_agent64(seed: int, critic_hidden=(8,)) -> armor.ARMORAgent:
         torch.manual_seed(seed)
         ref = TanhGaussianActor(D3, A2, (8,))
         dyn = EnsembleDynamics(D3, A2, cfg.dynamics)
-        agent = armor.ARMORAgent(ref, dyn, cfg, V_MAX, -bound, bound)  # real=None: no critic pretraining
+        # real=None: no critic pretraining
+        agent = armor.ARMORAgent(ref, dyn, cfg, V_MAX, -bound, bound, value_range=VALUE_RANGE)
     for net in (agent.actor, agent.reference, agent.critic, agent.critic_target, agent.dyn.model):
         net.double()  # in place (param.data swapped): the optimisers keep pointing at the same parameters
     g = torch.Generator().manual_seed(seed + 1)
@@ -395,7 +405,8 @@ def _assert_grads_close(got, expected, what: str):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, i=i: f"{what}[{i}]: {m}")
 
 
-def test_armor_update_gradients_match_paper_formula_oracle(monkeypatch):
+@pytest.mark.parametrize("atac", [False, True], ids=["algorithm-1", "atac-stabilisers"])
+def test_armor_update_gradients_match_paper_formula_oracle(atac, monkeypatch):
     """One ``ARMORAgent.update``: the gradients it applies to the critics, to the model and to the actor equal
     those of the losses written from the module docstring:
 
@@ -408,9 +419,10 @@ def test_armor_update_gradients_match_paper_formula_oracle(monkeypatch):
         actor:   mean(alpha log pi(a|s) - f1(s, a)) over D_M's states, with the critics just updated,
 
     where a' ~ pi(s'_M) is a sampled action (no gradient: the policy is not a player of the adversary's game) and
-    d = 1 where s'_M leaves the observation bounds."""
+    d = 1 where s'_M leaves the observation bounds. With ATAC's stabilisers (the defaults) f_target is
+    min(f1_target, f2_target) for both critics and each backup r + g (1-d) f(.) is clipped to [V_min, V_max]."""
     real, model = _batch64(5, 1), _batch64(5, 2)
-    agent = _armor_agent64(0)
+    agent = _armor_agent64(0, atac=atac)
     cfg = agent.cfg
     beta, w, gamma, lam = cfg.bellman_coef, cfg.residual_weight, cfg.gamma, cfg.model_fit_coef
     actor0, critic0, target0, model0 = (
@@ -442,10 +454,20 @@ def test_armor_update_gradients_match_paper_formula_oracle(monkeypatch):
 
     cont = gamma * (1.0 - done)
 
+    lo, hi = VALUE_RANGE if atac else (-math.inf, math.inf)
+
     def e_w(q, r, nxt):
-        td = (q - (r + cont * target0(nxt, a_next))).pow(2).mean(-1)
-        residual = (q - (r + cont * critic0(nxt, a_next))).pow(2).mean(-1)
+        f_target = target0(nxt, a_next)
+        if atac:
+            f_target = torch.minimum(f_target[0], f_target[1]).expand(2, -1)
+        td = (q - (r + cont * f_target).clamp(lo, hi)).pow(2).mean(-1)
+        residual = (q - (r + cont * critic0(nxt, a_next)).clamp(lo, hi)).pow(2).mean(-1)
         return (1 - w) * td + w * residual  # [2]: per critic
+
+    if atac:  # not vacuous: the clip binds on some backups and not on others, and the twin minimum is a choice
+        backups = r_m + cont * critic0(s_next, a_next)
+        assert ((backups < lo) | (backups > hi)).any() and ((backups > lo) & (backups < hi)).any()
+        assert (target0(s_next, a_next)[0] != target0(s_next, a_next)[1]).all()
 
     q = critic0(s, a)
     rel = (critic0(s, a_pi) - critic0(s, a_ref)).mean(-1)
@@ -603,7 +625,7 @@ def test_weight_norm_projection_holds_after_an_update():
     """Proj_F: after an update every critic layer of every member has Frobenius norm <= the bound (which binds:
     without it the norms exceed it), and the bound leaves biases and the model untouched."""
     bound = 0.5
-    free = _agent_with()
+    free = _agent_with(critic_norm_bound=0.0)
     free.update(_batch(8, 4), _batch(8, 5), torch.Generator().manual_seed(6))
     projected = _agent_with(critic_norm_bound=bound)
     projected.update(_batch(8, 4), _batch(8, 5), torch.Generator().manual_seed(6))
@@ -625,7 +647,8 @@ def test_twin_min_target_and_value_clipping_reach_the_bellman_error():
     backup = (rew + 0.5 * q_next).clamp(-1.0, 1.5)  # [[1.5, -0.5], [1.5, 1.0]]
     torch.testing.assert_close(got, (q - backup).pow(2).mean(-1))
     real, model = _batch(6, 1), _batch(6, 2)
-    plain, twin = _agent_with(), _agent_with(twin_min_target=True)
+    plain = _agent_with(twin_min_target=False, clip_value_targets=False)
+    twin = _agent_with(twin_min_target=True, clip_value_targets=False)
     _, _, m_plain = plain.losses(real, model, torch.Generator().manual_seed(3))
     _, _, m_twin = twin.losses(real, model, torch.Generator().manual_seed(3))
     assert m_plain["train/bellman_error"] != m_twin["train/bellman_error"]

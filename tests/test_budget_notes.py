@@ -3,6 +3,7 @@ figure they quote is the named record's."""
 
 from __future__ import annotations
 
+import csv
 import json
 import types
 from pathlib import Path
@@ -87,14 +88,35 @@ def test_combos_fast_note_quotes_its_record():
 
 def test_armors_fast_note_quotes_its_records():
     note = armor.BUDGET_NOTES["fast"]
-    summary, config, curve = _record("armor", "simloop_hopper_medium-v0", "seed0-ablation-none")
+    summary, config, curve = _record("armor", "simloop_hopper_medium-v0", "seed0-ablation-atac-critic")
+    _, _, pretrained = _record("armor", "simloop_hopper_medium-v0", "seed0-ablation-none")
     ref, ref_config, _ = _record("bc", "simloop_hopper_medium-v0", "seed0-ablation-reference")
-    assert "bench/results/armor/simloop_hopper_medium-v0/seed0-ablation-none" in note
+    assert "bench/results/armor/simloop_hopper_medium-v0/seed0-ablation-atac-critic" in note
     assert f"{last_evals_mean(curve)[0]:.1f} over its last 5" in note
     assert f"behaviour policy {summary['behavior_normalized_score']:.1f}" in note
     assert f"BC reference {ref['normalized_score']:.1f}" in note
-    assert f"{ref['wall_s'] / 60:.0f} min + {summary['wall_s'] / 3600:.1f} h" in note
+    metrics = RESULTS / "armor" / "simloop_hopper_medium-v0"
+    prepare_s = {
+        tag: float(_first(metrics / tag / "metrics.csv", "perf/prepare_s"))
+        for tag in ("seed0-ablation-none", "seed0-ablation-atac-critic")
+    }
+    assert prepare_s["seed0-ablation-atac-critic"] < 1.0  # it loaded the critics the other run pretrained
+    updates_s = summary["wall_s"] - prepare_s["seed0-ablation-atac-critic"]
+    assert (
+        f"{ref['wall_s'] / 60:.0f} min of BC, {prepare_s['seed0-ablation-none'] / 60:.0f} min of critic pretraining "
+        f"and {updates_s / 60:.0f} min of updates" in note
+    )
     assert summary["machine"]["cpu"].split("(")[0] in note and summary["machine"]["torch_threads"] == 1
-    assert config["num_updates"] == 50_000 and "--num-updates 50000" in note
+    assert config["num_updates"] == 50_000 and "--num-updates 50000`" in note
     assert ref_config["hidden_dims"] == [256, 256, 256] and "--hidden-dims 256 256 256" in note
+    # the command in the note runs the record's settings: the record's config equals today's defaults there
+    defaults = armor.PRESETS["simloop/hopper/medium-v0"]
+    for field in ("critic_norm_bound", "twin_min_target", "clip_value_targets", "state_fit_coef", "model_lr"):
+        assert config[field] == getattr(defaults, field), field
     assert last_evals_mean(curve)[0] > max(summary["behavior_normalized_score"], ref["normalized_score"])
+
+
+def _first(metrics_csv: Path, key: str) -> str:
+    """The first non-empty value of ``key`` in a metrics.csv."""
+    with open(metrics_csv) as f:
+        return next(row[key] for row in csv.DictReader(f) if row.get(key))
