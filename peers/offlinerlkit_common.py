@@ -86,7 +86,8 @@ class Args:
     step_per_epoch: int = 1000
     """The run script's --step-per-epoch (the cosine actor schedule steps once per epoch)."""
     snapshot_interval: int = 10_000
-    """Save a TorchScript snapshot every this many updates (a multiple of step_per_epoch); the last one always."""
+    """Save a TorchScript snapshot every this many updates (a multiple of step_per_epoch); the last one always.
+    ``resume.pt`` is written with the snapshots at multiples of the rollout period (1,000 updates)."""
     rollout_length: int | None = None
     """h; default: the run script's suggestion for the dataset's env and level."""
     dynamics_max_epochs: int | None = None
@@ -457,7 +458,9 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
                 check_snapshot(path, lambda x: self.policy.select_action(x, deterministic=True), obs_check)
                 record.phases_s["rollouts"] = rollout_s[0]
                 record.add_snapshot(run_dir, step, path, t0, t_updates)
-                if step < args.num_updates:  # after the record: a resume drops the record's later snapshots
+                # After the record (a resume drops the record's later snapshots), and only where an epoch starts
+                # with a rollout phase: the resumed trainer counts its steps from 0 and rolls out at once.
+                if step < args.num_updates and step % c["rollout_freq"] == 0:
                     s = training_state(self.policy, self.lr_scheduler, self.fake_buffer, epochs_done, peer.extra_state)
                     save_atomic(s, run_dir / RESUME_FILE)
             return {"eval/episode_reward": [float("nan")], "eval/episode_length": [float("nan")]}

@@ -5,7 +5,8 @@ policy snapshots that ``python -m peers.score`` evaluates with simloop's evaluat
 Peer code: OfflineRL-Kit (github yihaosun1124/OfflineRL-Kit) at commit
 e3ce69793766d02660217d4dfc0af4693a5531bd (2025-07-11), unmodified, installed from its public repository in its
 own venv (``/work/peers/offlinerlkit-venv``, source on ``PYTHONPATH``; setup in peers/README.md). This
-script runs with that venv's python and does not import simloop.
+script runs with that venv's python and does not import simloop. What it shares with the COMBO adapter is in
+``peers.offlinerlkit_common``.
 
 Wiring and settings: ``run_example/run_mopo.py`` at that commit, ``train()``: 2x256 SAC actor (TanhDiagGaussian,
 unbounded mean, state-dependent sigma) and critics, actor lr 1e-4 with cosine annealing over the run's epochs,
@@ -24,15 +25,18 @@ Departures, each because the trainer assumes a D4RL gym env: no environment eval
 trainer's per-epoch ``_evaluate`` saves a snapshot every ``--snapshot-interval`` updates instead and logs NaN
 as its score; ``peers.score`` evaluates the snapshots afterwards); ``termination_fn`` is looked up with
 simloop's env name (``get_termination_fn("halfcheetah")``, the same functions as for the D4RL task names).
-Resuming (ours; the trainer has none): at every snapshot the script also writes ``resume.pt``, the whole
+Resuming (ours; the trainer has none): at every snapshot at a multiple of the rollout period (1,000 updates:
+every snapshot with the default ``--step-per-epoch``) the script also writes ``resume.pt``, the whole
 training state -- the policy's networks and target critics, the three optimisers and alpha's, ``log_alpha``, the
 cosine schedule, the model-rollout buffer, the python/numpy/torch random states and the epochs done -- and
 ``--resume RUN_DIR`` rebuilds the run from ``peer_run.json``'s arguments, loads the fitted ensemble from
 ``offlinerlkit/model`` (OfflineRL-Kit saves it when its fit ends) and calls the trainer again for the remaining
-epochs (its log goes to ``offlinerlkit-resumed-<step>/``). Each epoch starts with a rollout phase (rollout_freq =
-step_per_epoch), so the resumed trainer takes the same steps as an unbroken one. A run killed during the
-ensemble fit has nothing to resume and starts again. ``--load-dynamics-path`` (the run script's
-``--load-dynamics-path``) reuses a fitted ensemble, e.g. ``<earlier run>/offlinerlkit/model``.
+epochs (its log goes to ``offlinerlkit-resumed-<step>/``). The resumed trainer counts its updates from 0 and
+starts with a rollout phase, as the unbroken one does at every multiple of rollout_freq, so it takes the same
+steps. (With another ``--step-per-epoch``, a state saved between rollout phases would resume with an extra
+one: none is saved there.) A run killed during the ensemble fit has nothing to resume and starts again.
+``--load-dynamics-path`` (the run script's ``--load-dynamics-path``) reuses a fitted ensemble, e.g.
+``<earlier run>/offlinerlkit/model``.
 
     cd /work/main && OMP_NUM_THREADS=1 PYTHONPATH=/work/peers/OfflineRL-Kit /work/peers/offlinerlkit-venv/bin/python \\
         -m peers.offlinerlkit_mopo --data /work/peers/data/halfcheetah-medium.npz --seed 0 \\
