@@ -23,42 +23,16 @@ import numpy as np
 import torch
 import tyro
 
-from peers.peer_common import (
-    RESUME_FILE,
-    PeerRecord,
-    check_snapshot,
-    list_snapshots,
-    load_dataset,
-    new_run_dir,
-    resume_args,
-    rng_state,
-    save_atomic,
-    set_rng_state,
-    set_threads,
-    snapshot_path,
-    write_json,
-)
+from peers import peer_common as pc
+from peers.peer_common import RESUME_FILE, PeerRecord
 
 COMMIT = "e3ce69793766d02660217d4dfc0af4693a5531bd"
 CODE = {"library": "OfflineRL-Kit", "repository": "https://github.com/yihaosun1124/OfflineRL-Kit", "commit": COMMIT}
-SCRIPT_DEFAULTS = dict(
-    actor_lr=1e-4,
-    critic_lr=3e-4,
-    gamma=0.99,
-    tau=0.005,
-    auto_alpha=True,
-    alpha_lr=1e-4,
-    dynamics_lr=1e-3,
-    dynamics_hidden_dims=[200, 200, 200, 200],
-    dynamics_weight_decay=[2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4],
-    n_ensemble=7,
-    n_elites=5,
-    rollout_freq=1000,
-    rollout_batch_size=50000,
-    model_retain_epochs=5,
-    batch_size=256,
-    max_epochs_since_update=5,
-)
+_SAC = dict(actor_lr=1e-4, critic_lr=3e-4, gamma=0.99, tau=0.005, auto_alpha=True, alpha_lr=1e-4)
+_ENSEMBLE = dict(dynamics_lr=1e-3, dynamics_hidden_dims=[200, 200, 200, 200], n_ensemble=7, n_elites=5)
+_FIT = dict(dynamics_weight_decay=[2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4], max_epochs_since_update=5)
+_ROLLOUTS = dict(rollout_freq=1000, rollout_batch_size=50000, model_retain_epochs=5, batch_size=256)
+SCRIPT_DEFAULTS = {**_SAC, **_ENSEMBLE, **_FIT, **_ROLLOUTS}
 """``get_args()`` defaults that run_mopo.py and run_combo.py share (both also pass ``max_epochs_since_update=5``
 to ``dynamics.train``); ``hidden_dims`` and ``real_ratio`` differ and are in each adapter's table."""
 BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "terminals")
@@ -127,6 +101,11 @@ class Peer:
         return f"OfflineRL-Kit run_example/{self.script} at commit {COMMIT}"
 
 
+def by_level(**levels: dict) -> dict:
+    """``{(env, level): setting}`` from ``level=dict(env=setting, ...)`` (``medium_replay`` for ``medium-replay``)."""
+    return {(env, level.replace("_", "-")): x for level, envs in levels.items() for env, x in envs.items()}
+
+
 def suggested_setting(peer: Peer, env: str, level: str, rollout_length: int | None, coef: float | None):
     """``(h, coef)`` for a dataset: the given values, else the script's suggestion for ``(env, level)``.
 
@@ -168,7 +147,7 @@ def _holdout_loss(console_log: Path) -> float | None:
 def resumed_args(args_type: type, run_dir: Path):
     """The arguments (an ``args_type``) and the ``peer_run.json`` of a run to resume (errors:
     ``peer_common.resume_args``)."""
-    record = resume_args(run_dir)
+    record = pc.resume_args(run_dir)
     saved = dict(record["extra"]["args"], resume=None, out=str(run_dir))  # the run may have been moved
     for key in PATH_ARGS:
         saved[key] = None if saved[key] is None else Path(saved[key])
@@ -194,7 +173,7 @@ def training_state(policy, lr_scheduler, fake_buffer, epochs_done: int, extra: t
         "extra": {k: _save_attr(getattr(policy, k)) for k in extra},
         "lr_scheduler": lr_scheduler.state_dict(),
         "fake_buffer": {"ptr": fake_buffer._ptr, "size": fake_buffer._size, **buffer},
-        "rng": rng_state(),
+        "rng": pc.rng_state(),
     }
 
 
@@ -224,7 +203,7 @@ def load_training_state(state: dict, policy, lr_scheduler, fake_buffer) -> int:
         for k in BUFFER_FIELDS:
             getattr(fake_buffer, k)[...] = fb[k].numpy()
         fake_buffer._ptr, fake_buffer._size = int(fb["ptr"]), int(fb["size"])
-    set_rng_state(state["rng"])
+    pc.set_rng_state(state["rng"])
     return int(state["epochs_done"])
 
 
@@ -236,19 +215,19 @@ def slim_copy(args_type: type, run_dir: Path, dest: Path) -> Path:
     continued run is close to, not identical with, an unbroken one. Raises FileExistsError if ``dest`` holds a
     run."""
     args, record = resumed_args(args_type, run_dir)
-    dest = new_run_dir(dest)
+    dest = pc.new_run_dir(dest)
     state = torch.load(run_dir / RESUME_FILE, weights_only=True)
     state.pop("fake_buffer")
     state["refill_buffer"] = True
     torch.save(state, dest / RESUME_FILE)
-    for _, path in list_snapshots(run_dir):
+    for _, path in pc.list_snapshots(run_dir):
         shutil.copy2(path, dest / path.relative_to(run_dir))
     (dest / "offlinerlkit" / "model").mkdir(parents=True)
     for name in ("dynamics.pth", "mu.npy", "std.npy"):  # what EnsembleDynamics.load reads
         shutil.copy2(_fitted_dynamics(args) / name, dest / "offlinerlkit" / "model" / name)
     saved = dict(record["extra"]["args"], out=str(dest), load_dynamics_path=None)
     record["extra"] = dict(record["extra"], args=saved, slim_copy_of=str(run_dir))
-    write_json(dest / "peer_run.json", record)
+    pc.write_json(dest / "peer_run.json", record)
     return dest
 
 
@@ -366,11 +345,11 @@ def _fit_dynamics(dynamics, real_buffer, logger, log_dir: Path, args: Args, n_da
 def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
     """A new run (``resumed`` None) or the rest of a killed one (``resumed``: its ``peer_run.json``)."""
     t0 = time.perf_counter()
-    set_threads(args.num_threads)
+    pc.set_threads(args.num_threads)
     check_args(args)
-    data = load_dataset(args.data)
+    data = pc.load_dataset(args.data)
     h, coef = suggested_setting(peer, data.env, data.level, args.rollout_length, getattr(args, peer.coef))
-    run_dir = new_run_dir(args.out) if resumed is None else Path(args.out)
+    run_dir = pc.new_run_dir(args.out) if resumed is None else Path(args.out)
 
     from offlinerlkit.policy_trainer import MBPolicyTrainer
     from offlinerlkit.utils.logger import Logger
@@ -412,14 +391,11 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
         record = PeerRecord(**resumed)
         t0 = time.perf_counter() - record.wall_s  # wall_s and the phase times carry on from the killed process
     else:
+        what = dict(algo=peer.algo, dataset=data.dataset_id, env=data.env, seed=args.seed, code=CODE)
         record = PeerRecord(
-            algo=peer.algo,
-            dataset=data.dataset_id,
-            env=data.env,
-            seed=args.seed,
+            **what,
             num_updates=args.num_updates,
             behavior_normalized_score=data.behavior_normalized_score,
-            code=CODE,
             settings=settings,
             data_file=str(Path(args.data).resolve()),
             torch_threads=args.num_threads,
@@ -453,16 +429,16 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
             if step % args.snapshot_interval == 0 or step == args.num_updates:
                 greedy = copy.deepcopy(self.policy.actor).eval()
                 module = torch.jit.trace(_Greedy(greedy), torch.as_tensor(obs_check[:1]), check_trace=False)
-                path = snapshot_path(run_dir, step)
+                path = pc.snapshot_path(run_dir, step)
                 module.save(str(path))
-                check_snapshot(path, lambda x: self.policy.select_action(x, deterministic=True), obs_check)
+                pc.check_snapshot(path, lambda x: self.policy.select_action(x, deterministic=True), obs_check)
                 record.phases_s["rollouts"] = rollout_s[0]
                 record.add_snapshot(run_dir, step, path, t0, t_updates)
                 # After the record (a resume drops the record's later snapshots), and only where an epoch starts
                 # with a rollout phase: the resumed trainer counts its steps from 0 and rolls out at once.
                 if step < args.num_updates and step % c["rollout_freq"] == 0:
                     s = training_state(self.policy, self.lr_scheduler, self.fake_buffer, epochs_done, peer.extra_state)
-                    save_atomic(s, run_dir / RESUME_FILE)
+                    pc.save_atomic(s, run_dir / RESUME_FILE)
             return {"eval/episode_reward": [float("nan")], "eval/episode_length": [float("nan")]}
 
     trainer = SnapshotTrainer(

@@ -55,18 +55,12 @@ from peers import offlinerlkit_common as common
 
 RUN_MOPO = dict(common.SCRIPT_DEFAULTS, hidden_dims=[256, 256], real_ratio=0.05)
 """``get_args()`` defaults of run_mopo.py (the script's epoch count and eval episodes aside)."""
-SUGGESTED = {
-    ("halfcheetah", "medium"): (5, 0.5),
-    ("hopper", "medium"): (5, 5.0),
-    ("walker2d", "medium"): (5, 0.5),
-    ("halfcheetah", "medium-replay"): (5, 0.5),
-    ("hopper", "medium-replay"): (5, 2.5),
-    ("walker2d", "medium-replay"): (1, 2.5),
-    ("halfcheetah", "medium-expert"): (5, 2.5),
-    ("hopper", "medium-expert"): (5, 5.0),
-    ("walker2d", "medium-expert"): (1, 2.5),
-}
-"""(rollout length, penalty coef) per (env, level): run_mopo.py's "suggested hypers" for the D4RL -v2 datasets."""
+# (rollout length, penalty coef) per dataset: run_mopo.py's "suggested hypers" for the D4RL -v2 datasets
+SUGGESTED = common.by_level(
+    medium=dict(halfcheetah=(5, 0.5), hopper=(5, 5.0), walker2d=(5, 0.5)),
+    medium_replay=dict(halfcheetah=(5, 0.5), hopper=(5, 2.5), walker2d=(1, 2.5)),
+    medium_expert=dict(halfcheetah=(5, 2.5), hopper=(5, 5.0), walker2d=(1, 2.5)),
+)
 
 
 def _mopo_policy(settings: dict, penalty_coef: float, action_dim: int):
@@ -76,15 +70,9 @@ def _mopo_policy(settings: dict, penalty_coef: float, action_dim: int):
     return MOPOPolicy, {}
 
 
-PEER = common.Peer(
-    algo="offlinerlkit-mopo",
-    script="run_mopo.py",
-    settings=RUN_MOPO,
-    suggested=SUGGESTED,
-    coef="penalty_coef",
-    policy=_mopo_policy,
-    coef_is_dynamics_penalty=True,
-)
+# algo, run script, settings, suggestions, the Args field of the suggested coefficient, policy, and that
+# coefficient is the dynamics' reward penalty (EnsembleDynamics(penalty_coef=...))
+PEER = common.Peer("offlinerlkit-mopo", "run_mopo.py", RUN_MOPO, SUGGESTED, "penalty_coef", _mopo_policy, True)
 
 
 @dataclass(frozen=True)
