@@ -233,7 +233,7 @@ class PeerRecord:
     """Contents of ``peer_run.json``: what a peer run did, read by ``peers.score``."""
 
     algo: str
-    """``offlinerlkit-mopo``, ``d3rlpy-iql`` or ``d3rlpy-td3plusbc``."""
+    """``offlinerlkit-mopo``, ``offlinerlkit-combo``, ``d3rlpy-iql`` or ``d3rlpy-td3plusbc``."""
     dataset: str
     env: str
     seed: int

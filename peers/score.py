@@ -28,7 +28,7 @@ import tyro
 
 from peers.peer_common import list_snapshots, read_record
 
-ALGOS = ("offlinerlkit-mopo", "d3rlpy-iql", "d3rlpy-td3plusbc")
+ALGOS = ("offlinerlkit-mopo", "offlinerlkit-combo", "d3rlpy-iql", "d3rlpy-td3plusbc")
 EVAL_SEED_OFFSET = 10_000
 """Evaluation episodes use seeds ``seed + 10_000 + k``, as simloop's trainer does."""
 OUTPUTS = ("config.json", "metrics.csv", "episodes.csv", "summary.json", "tb")
@@ -40,7 +40,7 @@ class Args:
 
     run_dir: tyro.conf.Positional[Path]
     """The peer run directory (holds peer_run.json and policies/)."""
-    algo: Literal["offlinerlkit-mopo", "d3rlpy-iql", "d3rlpy-td3plusbc"]
+    algo: Literal["offlinerlkit-mopo", "offlinerlkit-combo", "d3rlpy-iql", "d3rlpy-td3plusbc"]
     """Algorithm name written into the summary; must match the run's peer_run.json."""
     dataset: str
     """Dataset id; must match the run's."""

@@ -1,5 +1,6 @@
-"""The simloop side of the peer adapters (peers/): the dataset export and the scoring of TorchScript snapshots.
-The peer scripts themselves run in the peers' own venvs and are not exercised here."""
+"""The simloop side of the peer adapters (peers/): the dataset export and the scoring of TorchScript snapshots,
+and the OfflineRL-Kit adapters' parts that run without OfflineRL-Kit (settings, arguments, resume state, slim
+copies). The peer libraries themselves run in the peers' own venvs and are not exercised here."""
 
 import csv
 import json
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from engine import data
-from peers import export_data, score
+from peers import export_data, offlinerlkit_combo, offlinerlkit_mopo, score
+from peers import offlinerlkit_common as okit
 from peers.peer_common import (
     PeerRecord,
     load_dataset,
@@ -228,3 +230,146 @@ def test_mark_resumed_forgets_later_snapshots_and_notes_the_resume(tmp_path):
     record.mark_resumed(tmp_path, 20)
     assert [x["step"] for x in record.snapshots] == [10, 20]
     assert [r["step"] for r in record.extra["resumed"]] == [20]
+
+
+def test_offlinerlkit_suggested_settings_follow_the_run_scripts():
+    """run_combo.py's and run_mopo.py's "suggested hypers" (rollout length, cql weight / penalty coef)."""
+    combo, mopo = offlinerlkit_combo.PEER, offlinerlkit_mopo.PEER
+    assert okit.suggested_setting(combo, "hopper", "medium", None, None) == (5, 5.0)
+    assert okit.suggested_setting(combo, "walker2d", "medium", None, None) == (1, 5.0)
+    assert okit.suggested_setting(combo, "halfcheetah", "medium", None, None) == (5, 0.5)
+    assert okit.suggested_setting(combo, "hopper", "medium-replay", None, None) == (5, 0.5)
+    assert okit.suggested_setting(mopo, "walker2d", "medium", None, None) == (5, 0.5)
+    assert len(combo.suggested) == len(mopo.suggested) == 9
+    assert okit.suggested_setting(combo, "hopper", "medium", 3, None) == (3, 5.0)  # a flag overrides one of them
+    assert okit.suggested_setting(combo, "hopper", "medium", None, 1.0) == (5, 1.0)
+    with pytest.raises(ValueError, match="run_combo.py suggests no setting for hopper-random; pass --rollout-length "):
+        okit.suggested_setting(combo, "hopper", "random", None, 5.0)
+    with pytest.raises(ValueError, match="and --penalty-coef"):
+        okit.suggested_setting(mopo, "hopper", "random", 5, None)
+    assert okit.suggested_setting(combo, "hopper", "random", 2, 1.5) == (2, 1.5)
+    assert combo.source.endswith(f"run_example/run_combo.py at commit {okit.COMMIT}")
+    c = combo.settings
+    assert (c["hidden_dims"], c["real_ratio"], c["with_lagrange"], c["rho_s"]) == ([256, 256, 256], 0.5, False, "mix")
+    assert (mopo.settings["hidden_dims"], mopo.settings["real_ratio"]) == ([256, 256], 0.05)
+    assert not combo.coef_is_dynamics_penalty and mopo.coef_is_dynamics_penalty
+
+
+def test_offlinerlkit_adapters_parse_their_flags_and_check_budgets():
+    import tyro
+
+    base = ["--data", "d.npz", "--out", "o", "--rollout-length", "1"]
+    a = tyro.cli(offlinerlkit_combo.Args, args=[*base, "--cql-weight", "2.5", "--dynamics-max-epochs", "3"])
+    assert (a.cql_weight, a.rollout_length, a.dynamics_max_epochs, a.num_updates) == (2.5, 1, 3, 200_000)
+    m = tyro.cli(offlinerlkit_mopo.Args, args=[*base, "--penalty-coef", "0.5"])
+    assert m.penalty_coef == 0.5 and m.step_per_epoch == 1000 and m.snapshot_interval == 10_000
+    assert {f for f in offlinerlkit_mopo.Args.__dataclass_fields__} == {
+        *("data", "out", "resume", "slim_to", "seed", "num_updates", "step_per_epoch", "snapshot_interval"),
+        *("rollout_length", "penalty_coef", "dynamics_max_epochs", "load_dynamics_path", "num_threads"),
+    }
+    with pytest.raises(SystemExit):
+        tyro.cli(offlinerlkit_mopo.Args, args=[*base, "--cql-weight", "1"])
+    with pytest.raises(ValueError, match="multiples of step_per_epoch"):
+        okit.check_args(offlinerlkit_combo.Args(num_updates=1500))
+    with pytest.raises(ValueError, match=">= 1"):
+        okit.check_args(offlinerlkit_combo.Args(num_updates=0, snapshot_interval=0))
+    okit.check_args(offlinerlkit_combo.Args(num_updates=2000, snapshot_interval=1000))
+    with pytest.raises(ValueError, match="--data and --out are required"):
+        offlinerlkit_combo.main(["--seed", "1"])
+
+
+class _SACLike(torch.nn.Module):
+    """What ``training_state`` reads of an OfflineRL-Kit policy: SAC's networks, optimisers and alpha, and
+    CQL's ``cql_log_alpha`` with its optimiser."""
+
+    def __init__(self):
+        super().__init__()
+        self.actor, self.critic1, self.critic2 = (torch.nn.Linear(3, 2) for _ in range(3))
+        self._log_alpha = torch.zeros(1, requires_grad=True)
+        self._alpha = self._log_alpha.detach().exp()
+        self.cql_log_alpha = torch.zeros(1, requires_grad=True)
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=0.1)
+        self.critic1_optim = torch.optim.Adam(self.critic1.parameters(), lr=0.1)
+        self.critic2_optim = torch.optim.Adam(self.critic2.parameters(), lr=0.1)
+        self.alpha_optim = torch.optim.Adam([self._log_alpha], lr=0.1)
+        self.cql_alpha_optim = torch.optim.Adam([self.cql_log_alpha], lr=0.1)
+
+    def step(self, buffer) -> list[float]:
+        """One update of everything, on a batch drawn as the trainer draws (numpy) and noise from torch."""
+        x = torch.from_numpy(buffer.observations[np.random.randint(0, buffer._size, 4)]) + torch.randn(4, 3)
+        losses = (self.actor(x).sum(), self.critic1(x).pow(2).sum(), self.critic2(x).pow(2).sum())
+        losses += ((self._log_alpha * x.sum()).sum(), (self.cql_log_alpha * x.mean()).sum())
+        names = ("actor_optim", "critic1_optim", "critic2_optim", "alpha_optim", "cql_alpha_optim")
+        for name, loss in zip(names, losses):
+            getattr(self, name).zero_grad()
+            loss.backward()
+            getattr(self, name).step()
+        self._alpha = self._log_alpha.detach().exp()
+        return torch.cat([p.flatten() for p in self.parameters()] + [self._alpha, self.cql_log_alpha]).tolist()
+
+
+def _buffer(n: int = 10):
+    from types import SimpleNamespace
+
+    rows = {"observations": (n, 3), "next_observations": (n, 3), "actions": (n, 2), "rewards": (n, 1)}
+    arrays = {k: np.zeros(shape, np.float32) for k, shape in {**rows, "terminals": (n, 1)}.items()}
+    return SimpleNamespace(**arrays, _ptr=0, _size=0)
+
+
+def test_offlinerlkit_training_state_resumes_exactly(tmp_path):
+    """``resume.pt`` as the OfflineRL-Kit adapters write it: after loading it into fresh objects, the next
+    updates equal those of the process that wrote it (CQL's extra state included)."""
+    torch.manual_seed(0), np.random.seed(0)
+    policy, buffer = _SACLike(), _buffer()
+    buffer.observations[:] = np.random.randn(10, 3)
+    buffer._ptr, buffer._size = 7, 10
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(policy.actor_optim, 10)
+    for _ in range(3):
+        policy.step(buffer), schedule.step()
+    extra = offlinerlkit_combo.PEER.extra_state
+    save_atomic(okit.training_state(policy, schedule, buffer, 3, extra), tmp_path / "resume.pt")
+    want = [policy.step(buffer) for _ in range(3)]
+
+    torch.manual_seed(1), np.random.seed(1)  # elsewhere in the streams
+    fresh, fresh_buffer = _SACLike(), _buffer()
+    fresh_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(fresh.actor_optim, 10)
+    state = torch.load(tmp_path / "resume.pt", weights_only=True)
+    assert okit.load_training_state(state, fresh, fresh_schedule, fresh_buffer) == 3
+    assert (fresh_buffer._ptr, fresh_buffer._size) == (7, 10)
+    assert fresh.actor_optim.param_groups[0]["lr"] == policy.actor_optim.param_groups[0]["lr"] < 0.1
+    assert fresh.cql_alpha_optim.param_groups[0]["params"][0] is fresh.cql_log_alpha  # restored in place
+    assert [fresh.step(fresh_buffer) for _ in range(3)] == want
+    del state["extra"]  # a resume.pt written before CQL's state was saved (MOPO's) loads all the same
+    okit.load_training_state(state, _SACLike(), fresh_schedule, _buffer())
+
+
+def test_offlinerlkit_slim_copy_drops_the_rollout_buffer(tmp_path):
+    run, dest = tmp_path / "run", tmp_path / "slim"
+    args = offlinerlkit_combo.Args(data=tmp_path / "d.npz", out=run, cql_weight=2.5)
+    _peer_run(run, steps=(1000, 2000), finished=False, algo="offlinerlkit-combo")
+    record = json.loads((run / "peer_run.json").read_text())
+    record["extra"] = {"args": {k: str(v) if hasattr(v, "parts") else v for k, v in vars(args).items()}}
+    (run / "peer_run.json").write_text(json.dumps(record))
+    save_atomic({"epochs_done": 2, "fake_buffer": {"ptr": 3, "observations": torch.ones(5, 3)}}, run / "resume.pt")
+    model = run / "offlinerlkit" / "model"
+    model.mkdir(parents=True)
+    for name in ("dynamics.pth", "mu.npy", "std.npy"):
+        (model / name).write_bytes(name.encode())
+
+    assert okit.slim_copy(offlinerlkit_combo.Args, run, dest) == dest
+    state = torch.load(dest / "resume.pt", weights_only=True)
+    assert state == {"epochs_done": 2, "refill_buffer": True}
+    assert sorted(p.name for p in (dest / "policies").iterdir()) == ["step_0001000.pt", "step_0002000.pt"]
+    assert (dest / "offlinerlkit" / "model" / "mu.npy").read_bytes() == b"mu.npy"
+    resumed, rec = okit.resumed_args(offlinerlkit_combo.Args, dest)
+    assert (resumed.out, resumed.data, resumed.cql_weight, resumed.resume) == (dest, tmp_path / "d.npz", 2.5, None)
+    assert rec["extra"]["slim_copy_of"] == str(run) and rec["algo"] == "offlinerlkit-combo"
+    with pytest.raises(FileExistsError, match="already holds a peer run"):
+        okit.slim_copy(offlinerlkit_combo.Args, run, dest)
+
+
+def test_score_knows_the_offlinerlkit_combo_adapter(tmp_path):
+    import tyro
+
+    args = tyro.cli(score.Args, args=[str(tmp_path), "--algo", "offlinerlkit-combo", "--dataset", "x", "--seed", "0"])
+    assert args.algo == "offlinerlkit-combo" and set(score.ALGOS) >= {"offlinerlkit-combo", "offlinerlkit-mopo"}
