@@ -16,15 +16,18 @@ Curve = list[tuple[int, float]]
 
 def eval_curve(metrics_csv: Path) -> Curve:
     """``(step, eval/normalized_score)`` of every evaluation in a run's metrics.csv (rows without an evaluation
-    skipped); empty when the file does not exist."""
+    skipped), one per step: where a step holds two (a run finished by ``--resume DIR --num-updates S`` at a step S
+    that already had an intermediate evaluation), the later one, the final evaluation over ``eval_episodes``,
+    stands for it. Empty when the file does not exist."""
     if not metrics_csv.is_file():
         return []
     with open(metrics_csv) as f:
-        return [
+        curve = [
             (int(float(row["step"])), float(row["eval/normalized_score"]))
             for row in csv.DictReader(f)
             if row.get("eval/normalized_score") not in (None, "")
         ]
+    return [point for i, point in enumerate(curve) if i + 1 == len(curve) or curve[i + 1][0] != point[0]]
 
 
 def plot_curves(

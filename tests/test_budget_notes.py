@@ -80,7 +80,8 @@ def test_combos_fast_note_quotes_its_record():
     assert f"{last_evals_mean(curve)[0]:.1f} over its last 5" in note
     assert f"behaviour policy {summary['behavior_normalized_score']:.1f}" in note
     assert f"{summary['wall_s'] / 3600:.1f} h" in note and summary["machine"]["cpu"] in note
-    assert config["num_updates"] == 200_000 and "--num-updates 200000`" in note
+    assert config["num_updates"] == 200_000 and "--num-updates 200000 --rho-states model`" in note
+    assert config["rho_states"] == "model" and combo.PRESETS[summary["dataset"]].rho_states == "mix"
     assert (config["num_threads"], summary["machine"]["torch_threads"]) == (1, 2) and "1 thread" in note
     # the first evaluation above the behaviour policy is the one the note names
     assert next(s for s, v in curve if v > summary["behavior_normalized_score"]) == 40_000

@@ -71,6 +71,15 @@ def test_last_evals_mean_averages_the_tail_of_the_curve():
         scores.last_evals_mean(curve, k=0)
 
 
+def test_a_step_evaluated_twice_counts_once_with_its_final_evaluation(tmp_path):
+    """A run finished by ``--resume DIR --num-updates S`` at a step S that already had an intermediate evaluation
+    holds two evaluations at S: the curve keeps the later (the final one), so the last-5 mean counts S once."""
+    rows = ["step,eval/normalized_score,train/x", "1000,,0.5", "10000,30.0,", "20000,50.0,", "20000,44.0,", "21000,,1"]
+    (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert eval_curve(tmp_path / "metrics.csv") == [(10_000, 30.0), (20_000, 44.0)]
+    assert scores.last_evals_mean(eval_curve(tmp_path / "metrics.csv")) == (37.0, 10_000, 20_000)
+
+
 def _fake_record(root, algo, seed_dir, last5, dataset="simloop/hopper/medium-v0", tag=None, updates=200_000, **extra):
     """A synthetic record under ``root``: five evaluations that all score ``last5`` after a peak of 90.0, a final
     evaluation of ``last5 + 1`` and a behaviour policy of 40.0."""
