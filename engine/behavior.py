@@ -37,7 +37,7 @@ from engine.buffer import ReplayBuffer
 from engine.cli import parse_cli
 from engine.envs import get_env_spec, make_env
 from engine.harness import RunHarness
-from engine.logger import drop_rows_after
+from engine.logger import append_rows, drop_rows_after
 from engine.sac import SAC, SACConfig
 
 ALGO = "behavior"
@@ -141,16 +141,6 @@ def _evaluate(cfg: TrainConfig, actor, step: int) -> dict[str, float]:
     return {"return_det": float(det.mean()), "return_stoch": float(sto.mean()), "return_stoch_std": float(sto.std())}
 
 
-def _append_row(path: Path, row: dict) -> None:
-    """Append ``row`` to the csv at ``path`` (a header first when the file is new)."""
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
 def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
     """Online SAC; every ``eval_interval`` steps evaluates (a row of ``evals.csv``, and of ``metrics.csv`` with the
     SAC losses averaged since the last one), saves an actor snapshot and a resumable checkpoint (plain data:
@@ -225,7 +215,7 @@ def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
                 sums, count = {}, 0
                 row = {"step": run.step, **returns, "wall_s": run.wall_s()}
                 bar.write(json.dumps(row))
-                _append_row(out / "evals.csv", row)
+                append_rows(out / "evals.csv", [row])
                 policy_io.save_policy(agent.actor, out / "snapshots" / f"step_{run.step:08d}.pt", cfg.env, **row)
                 state = {
                     "agent": agent.state_dict(),

@@ -54,6 +54,13 @@ def _peek(args: list[str], flag: str) -> str | None:
     return None
 
 
+def _budget(args: list[str]) -> str | None:
+    """The budget preset a command line names: ``--preset KEY`` (also ``--preset=KEY``), else ``"fast"`` for
+    ``--fast``, else None."""
+    named = _peek(args, "--preset")
+    return named if named is not None else ("fast" if "--fast" in args else None)
+
+
 def parse_cli(
     args: list[str],
     config_cls: type,
@@ -81,9 +88,9 @@ def parse_cli(
 
     args = list(args)
     resume = _take(args, "--resume")
-    budget = "fast" if _take(args, "--fast", takes_value=False) else None
-    named = _take(args, "--preset")
-    budget = named if named is not None else budget
+    budget = _budget(args)
+    _take(args, "--fast", takes_value=False)
+    _take(args, "--preset")
     if resume is not None:
         if budget is not None:
             raise ValueError("--resume continues a run with its saved config; it takes no --fast/--preset")
@@ -121,8 +128,7 @@ def run_cli(module, argv: list[str] | None = None) -> dict:
 
     prog = f"python -m algos.{module.ALGO}"
     args = sys.argv[1:] if argv is None else list(argv)
-    budget = _peek(args, "--preset") or ("fast" if "--fast" in args else None)
-    note = getattr(module, "BUDGET_NOTES", {}).get(budget) if "--resume" not in args else None
+    note = getattr(module, "BUDGET_NOTES", {}).get(_budget(args)) if _peek(args, "--resume") is None else None
     if note:
         print(note)
     try:

@@ -59,6 +59,18 @@ def drop_rows_after(path: str | Path, step: int) -> None:
     tmp.replace(path)
 
 
+def append_rows(path: str | Path, rows: list[dict]) -> None:
+    """Append ``rows`` (dicts with the same keys, in order) to the csv at ``path``, writing the header first when
+    the file is new."""
+    path = Path(path)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
 class RunLogger:
     """Writes metrics of one run to ``run_dir`` (metrics.csv and TensorBoard events).
 
@@ -132,13 +144,7 @@ class RunLogger:
     def log_episodes(self, step: int, result) -> None:
         """Append one row per episode of an ``engine.eval_result.EvalResult`` to ``episodes.csv``: ``step, episode,
         seed, return, length, normalized_score`` (every evaluation of the run, episode by episode)."""
-        rows = result.episode_rows(step)
-        new = not self.episodes_path.exists()
-        with open(self.episodes_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+        append_rows(self.episodes_path, result.episode_rows(step))
 
     def write_json(self, name: str, obj) -> None:
         """Write ``obj`` (plain data or dataclasses, ``engine.config.to_dict``) as indented JSON to ``run_dir/name``,

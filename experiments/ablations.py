@@ -30,6 +30,7 @@ from pathlib import Path
 
 import tyro
 
+from experiments.curves import eval_curve
 from experiments.scores import last_evals_mean
 
 IGNORED_FIELDS = ("command", "out", "num_updates", "num_threads", "progress", "checkpoint_interval", "reference")
@@ -86,7 +87,7 @@ def read_row(run: Path, baseline_config: dict, until: int | None = None, window:
     def col(key: str, rows=rows) -> list[tuple[int, float]]:
         return [(int(float(r["step"])), float(r[key])) for r in rows if r.get(key) not in (None, "")]
 
-    evals = col("eval/normalized_score")
+    evals = [(s, v) for s, v in eval_curve(run / "metrics.csv") if until is None or s <= until]
     last_step = max((int(float(r["step"])) for r in rows), default=0)
     recent = [r for r in rows if int(float(r["step"])) > last_step - window]
     summary = last_evals_mean(evals)
