@@ -103,7 +103,11 @@ def summary(cells: Sequence[Cell]) -> str:
     for dataset in dict.fromkeys(c.dataset for c in cells):
         group = [c for c in cells if c.dataset == dataset]  # highest IQM first (headline_cells' order)
         lead = group[0]
-        text = f"`{dataset}` (behaviour policy {lead.behavior:.1f}): {lead.label} leads with {headline(lead)}"
+        low, high = min(c.behavior for c in group), max(c.behavior for c in group)
+        # Each run is compared with the behaviour policy on its own machine's data: the generated datasets differ
+        # between CPU kinds (docs/datasets.md), so the behaviour policy's score does too.
+        behavior = f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f} across CPU kinds' data"
+        text = f"`{dataset}` (behaviour policy {behavior}): {lead.label} leads with {headline(lead)}"
         if len(group) > 1:
             nxt = group[1]
             inside = lead.interval is not None and lead.interval[0] <= nxt.iqm <= lead.interval[1]

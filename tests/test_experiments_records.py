@@ -196,3 +196,14 @@ def test_stale_names_what_the_table_command_would_change(tmp_path):
         str(tmp_path / "README.md"),
         "profile.png (missing)",
     ]
+
+
+def test_the_summary_names_the_behaviour_policys_range_when_the_machines_data_differ(tmp_path):
+    """Runs on two CPU kinds' data each carry their own behaviour-policy score; the summary gives the range."""
+    _fake_record(tmp_path, "mopo", "seed0", 50.0)
+    _fake_record(tmp_path, "armor", "seed0", 45.0, behavior_normalized_score=41.7)
+    text = " ".join(records.readme_block(tmp_path).split())
+    assert "(behaviour policy 40.0-41.7 across CPU kinds' data)" in text
+    assert "| 41.7 | 200,000 |" in text and "| 40.0 | 200,000 |" in text  # each row keeps its own
+    _fake_record(tmp_path, "combo", "seed0", 44.0, dataset="simloop/walker2d/medium-v0")
+    assert "`simloop/walker2d/medium-v0` (behaviour policy 40.0):" in " ".join(records.readme_block(tmp_path).split())
