@@ -38,8 +38,15 @@ class Verdict:
     """The reference's final evaluation."""
     lowest_after: tuple[int, float] | None
     """``(step, score)`` of the run's lowest evaluation after ``after`` updates; None when it has none there."""
-    floor: float
-    """``reference_final - margin``: no evaluation after ``after`` updates may fall below it."""
+    after: int
+    """Updates after which the floor applies."""
+    margin: float
+    """Normalised points below the reference's final evaluation that the floor allows."""
+
+    @property
+    def floor(self) -> float:
+        """``reference_final - margin``: no evaluation after ``after`` updates may fall below it."""
+        return self.reference_final - self.margin
 
     @property
     def last5_holds(self) -> bool:
@@ -71,11 +78,12 @@ def check(run: Curve, reference: Curve, after: int = 50_000, margin: float = 5.0
         reference_last5=last_evals_mean(reference)[0],
         reference_final=reference[-1][1],
         lowest_after=min(late, key=lambda p: p[1]) if late else None,
-        floor=reference[-1][1] - margin,
+        after=after,
+        margin=margin,
     )
 
 
-def report(name: str, reference_name: str, v: Verdict, after: int, margin: float) -> str:
+def report(name: str, reference_name: str, v: Verdict) -> str:
     """A heading, one line per criterion ending in ``holds`` or ``FAILS``, then the overall verdict."""
     mark = {True: "holds", False: "FAILS"}
     low = "no evaluation" if v.lowest_after is None else f"lowest {v.lowest_after[1]:.1f} at {v.lowest_after[0]:,}"
@@ -83,7 +91,7 @@ def report(name: str, reference_name: str, v: Verdict, after: int, margin: float
         [
             f"{name} against its reference {reference_name}:",
             f"  last-{LAST_EVALS} mean {v.last5:.1f} >= reference's {v.reference_last5:.1f}: {mark[v.last5_holds]}",
-            f"  after {after:,} updates: {low} >= reference's final {v.reference_final:.1f} - {margin:g} = "
+            f"  after {v.after:,} updates: {low} >= reference's final {v.reference_final:.1f} - {v.margin:g} = "
             f"{v.floor:.1f}: {mark[v.floor_holds]}",
             f"  the promise {mark[v.holds]}",
         ]
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict = check(curves["run"], curves["reference"], args.after, args.margin)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    print(report(str(args.run), str(args.reference), verdict, args.after, args.margin))
+    print(report(str(args.run), str(args.reference), verdict))
     return 0 if verdict.holds else 1
 
 

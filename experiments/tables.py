@@ -105,7 +105,7 @@ def summary(cells: Sequence[Cell]) -> str:
         lead = group[0]
         low, high = min(c.behavior for c in group), max(c.behavior for c in group)
         # Each run is compared with the behaviour policy on its own machine's data: the generated datasets differ
-        # between CPU kinds (docs/datasets.md), so the behaviour policy's score does too.
+        # between CPU kinds (docs/datasets.md, first paragraph), so the behaviour policy's score does too.
         behavior = f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f} across CPU kinds' data"
         text = f"`{dataset}` (behaviour policy {behavior}): {lead.label} leads with {headline(lead)}"
         if len(group) > 1:
