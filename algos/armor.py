@@ -112,6 +112,13 @@ class Config(ModelBasedConfig):
     clip_value_targets: bool = True
     """Clip the Bellman backups r + g f(s', a') to [V_min, V_max] with V_max = max(0, r_max / (1 - g)) and
     V_min = min(0, r_min / (1 - g), V_max - 1 / (1 - g)) from the data's rewards (lightATAC ``main.py --clip_v``)."""
+    termination_grad_width: float | None = None
+    """None: the healthy box marks s'_M terminal with no gradient (the adversary cannot learn to predict a fall).
+    A width w > 0 keeps the box's 0/1 value in the Bellman error but gives it the gradient of the smooth box
+    1 - prod_d sigmoid((s'_d - low_d) / (w std_d)) sigmoid((high_d - s'_d) / (w std_d)) over the bounded
+    dimensions, std_d the data's standard deviation (a straight-through estimator, Bengio et al. 2013), so the
+    model loss can move s'_M toward a fall where the critics' values say one is due (issue 33's hypothesis 1;
+    our choice, see bench/RESULTS.md)."""
     reference_action: Literal["mean", "sample"] = "mean"
     """pi_ref's action in the relative-pessimism term: its deterministic mean (our choice) or a sample from it
     (Algorithm 1 writes an expectation over pi_ref(s))."""
@@ -145,6 +152,7 @@ class Config(ModelBasedConfig):
             "model_fit_coef": self.model_fit_coef >= 0,
             "state_fit_coef": self.state_fit_coef is None or self.state_fit_coef >= 0,
             "critic_norm_bound": self.critic_norm_bound >= 0,
+            "termination_grad_width": self.termination_grad_width is None or self.termination_grad_width > 0,
             "gamma": 0 <= self.gamma < 1,
             "reference_updates": self.reference_updates >= 1,
             "critic_pretrain_updates": self.critic_pretrain_updates >= 0,
@@ -242,6 +250,16 @@ def project_weight_norms(module: torch.nn.Module, bound: float) -> None:
                 m.weight.mul_((bound / norm).clamp(max=1.0))
 
 
+def soft_terminal(obs: torch.Tensor, low: torch.Tensor, high: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Smooth healthy-box termination: ``obs [B, D]``, bounds and ``scale [D]`` -> ``[B]`` in (0, 1),
+    1 - prod_d sigmoid((obs_d - low_d) / scale_d) sigmoid((high_d - obs_d) / scale_d); unbounded sides (+-inf)
+    contribute 1. It tends to the box's 0/1 as ``scale`` -> 0 (``Config.termination_grad_width``)."""
+    lo_ok, hi_ok = torch.isfinite(low), torch.isfinite(high)
+    lo = torch.where(lo_ok, torch.sigmoid((obs - torch.where(lo_ok, low, 0.0)) / scale), 1.0)
+    hi = torch.where(hi_ok, torch.sigmoid((torch.where(hi_ok, high, 0.0) - obs) / scale), 1.0)
+    return 1.0 - (lo * hi).prod(-1)
+
+
 class ARMORAgent(Agent):
     """Actor, reference policy, critics f1, f2 (one batched ensemble) with targets, temperature, and
     the adversarial model (the trained ``EnsembleDynamics`` with one member, updated in place so the
@@ -266,6 +284,12 @@ class ARMORAgent(Agent):
         # run does not pretrain again.
         self.critics_pretrained = cfg.critic_pretrain_updates == 0 or real is None
         self.obs_low, self.obs_high = obs_low, obs_high
+        # The smooth box's scale per dimension (``cfg.termination_grad_width``), from the data's spread.
+        self.term_scale = None
+        if cfg.termination_grad_width is not None:
+            if real is None:
+                raise ValueError("termination_grad_width needs the real data (its per-dimension std); got real=None")
+            self.term_scale = (cfg.termination_grad_width * real.obs.std(0)).clamp_min(1e-6)
         self.reference = reference.requires_grad_(False)
         self.actor = copy.deepcopy(reference).requires_grad_(True).train()
         self.critic = EnsembleCritic(reference.obs_dim, reference.act_dim, cfg.hidden_dims, 2).to(dev)
@@ -296,7 +320,11 @@ class ARMORAgent(Agent):
         next_obs = obs + y[:, :d]
         with torch.no_grad():
             healthy = (next_obs > self.obs_low).all(-1) & (next_obs < self.obs_high).all(-1)
-        return next_obs, y[:, d], (~healthy).to(next_obs.dtype), mean, logvar
+        terminal = (~healthy).to(next_obs.dtype)
+        if self.term_scale is not None:  # the box's value, the smooth box's gradient (straight-through)
+            soft = soft_terminal(next_obs, self.obs_low, self.obs_high, self.term_scale)
+            terminal = terminal + (soft - soft.detach())
+        return next_obs, y[:, d], terminal, mean, logvar
 
     def pretrain_critics(self, generator, progress: bool = False) -> dict:
         """Fit the critics to the reference policy's value on the real data, ``cfg.critic_pretrain_updates``

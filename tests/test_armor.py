@@ -544,13 +544,13 @@ def test_armor_actor_step_moves_the_mean_action_towards_higher_f1(monkeypatch):
 # The adversary's reach (issue 33): next states, termination, the critic stabilisers, the pretraining cache.
 
 
-def _agent_with(obs_low=None, obs_high=None, **fields):
+def _agent_with(obs_low=None, obs_high=None, real=None, **fields):
     torch.manual_seed(0)
     cfg = replace(_agent().cfg, **fields)
     low = torch.full((4,), -torch.inf) if obs_low is None else obs_low
     high = torch.full((4,), torch.inf) if obs_high is None else obs_high
     return armor.ARMORAgent(
-        TanhGaussianActor(4, 2, (16,)), EnsembleDynamics(4, 2, cfg.dynamics), cfg, 10.0, low, high, None, (-2.0, 2.0)
+        TanhGaussianActor(4, 2, (16,)), EnsembleDynamics(4, 2, cfg.dynamics), cfg, 10.0, low, high, real, (-2.0, 2.0)
     )
 
 
@@ -619,6 +619,46 @@ def test_termination_cuts_the_bootstrap_in_the_adversary_loss():
     torch.testing.assert_close(loss_shut, shut.cfg.bellman_coef * (q - rew).pow(2).mean(-1).sum())
     assert _state_mean_grad(shut, real, model).abs().sum() == 0
     assert _state_mean_grad(open_box, real, model).abs().sum() > 0
+
+
+def test_soft_terminal_by_hand():
+    """The smooth box: 1 - prod of sigmoids over the bounded sides; unbounded sides count 1; it tends to the box."""
+    low, high = torch.tensor([0.0, -torch.inf]), torch.tensor([2.0, 1.0])
+    obs = torch.tensor([[1.0, 0.0], [3.0, 0.5]])
+    scale = torch.tensor([0.5, 0.25])
+    s = torch.sigmoid
+    want = 1 - torch.stack(
+        [
+            s(torch.tensor(2.0)) * s(torch.tensor(2.0)) * s(torch.tensor(4.0)),
+            s(torch.tensor(6.0)) * s(torch.tensor(-2.0)) * s(torch.tensor(2.0)),
+        ]
+    )
+    torch.testing.assert_close(armor.soft_terminal(obs, low, high, scale), want)
+    sharp = armor.soft_terminal(obs, low, high, torch.full((2,), 1e-4))
+    torch.testing.assert_close(sharp, torch.tensor([0.0, 1.0]))
+
+
+def test_termination_grad_width_gives_the_adversary_the_box_gradient():
+    """With ``termination_grad_width`` the Bellman error keeps the box's 0/1 terminal (the loss's value is
+    unchanged) while the next-state means get the smooth box's gradient: at a box edge through the model's
+    next states the model's gradient changes; a box far from every s'_M (its smooth gradient ~0) leaves it as is.
+    Without the data the width has no scale: ValueError."""
+    real, model = _batch(6, 1), _batch(6, 2)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    edge = torch.full((4,), -torch.inf)
+    edge[0] = 0.0  # the box's lower side in dimension 0 runs through the data (its mean is ~0)
+    hard = _agent_with(model_fit_coef=0.0, obs_low=edge, real=real)
+    soft = _agent_with(model_fit_coef=0.0, obs_low=edge, real=real, termination_grad_width=0.5)
+    torch.testing.assert_close(hard.losses(real, model, g())[1], soft.losses(real, model, g())[1])
+    assert not torch.allclose(_state_mean_grad(hard, real, model), _state_mean_grad(soft, real, model))
+    far = torch.full((4,), -1e3)
+    hard_far = _agent_with(model_fit_coef=0.0, obs_low=far, real=real)
+    soft_far = _agent_with(model_fit_coef=0.0, obs_low=far, real=real, termination_grad_width=0.5)
+    torch.testing.assert_close(_state_mean_grad(hard_far, real, model), _state_mean_grad(soft_far, real, model))
+    with pytest.raises(ValueError, match="termination_grad_width needs the real data"):
+        _agent_with(termination_grad_width=0.5)
+    with pytest.raises(ValueError, match="termination_grad_width"):
+        replace(_agent().cfg, termination_grad_width=0.0)
 
 
 def test_weight_norm_projection_holds_after_an_update():
