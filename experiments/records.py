@@ -21,6 +21,7 @@ compares text only, never the PNGs' bytes, which depend on matplotlib's and Free
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -57,8 +58,12 @@ def add(run_dir: str | Path, tag: str | None = None, note: str = "", root: Path 
     Raises:
         FileNotFoundError: ``run_dir`` lacks one of ``RECORD_FILES`` (an unfinished run has no summary.json).
         FileExistsError: a record of the same algo, dataset, seed and tag exists (give another ``tag``).
+        ValueError: a ``tag`` that starts with ``seed<k>-`` (the directory's name already does: ``seed0-seed0-x``).
     """
     run_dir = Path(run_dir)
+    if tag and re.match(r"seed\d+-", tag):
+        bare = tag.split("-", 1)[1]
+        raise ValueError(f"tag {tag!r} starts with seed<k>-, which the record's name already does; give {bare!r}")
     missing = [n for n in RECORD_FILES if not (run_dir / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{run_dir} is not a finished run: no {', '.join(missing)}")

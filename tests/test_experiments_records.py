@@ -44,6 +44,8 @@ def test_add_copies_a_finished_run_and_the_table_lists_it(tiny_dataset, tmp_path
     assert json.loads((dest / "record.json").read_text())["note"] == "a tiny run"
     with pytest.raises(FileExistsError, match="--tag"):
         records.add(run, root=root)
+    with pytest.raises(ValueError, match="give 'again'"):  # the name already starts with seed0-
+        records.add(run, tag="seed0-again", root=root)
     records.add(run, tag="again", root=root)
     page = records.records_readme(root)
     rows = [line for line in page.splitlines() if line.startswith(f"| `{tiny_dataset}`")]
