@@ -27,6 +27,7 @@ the stop on non-finite values, the wall time across resumed stretches and ``summ
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import fields, replace
@@ -51,6 +52,38 @@ def nonfinite_key(state, prefix: str = "") -> str | None:
         if bad is not None:
             return bad
     return None
+
+
+class RunInUseError(FileExistsError):
+    """Another process is training in the run directory (it holds the directory's lock, ``RunHarness.LOCK``)."""
+
+
+def lock_run_dir(run_dir: Path):
+    """Create ``run_dir`` if needed and take its exclusive lock (``fcntl.flock`` on ``run_dir/.lock``, released when
+    the returned file is closed or the process ends, however it ends). The file holds the owner's pid.
+
+    Raises:
+        RunInUseError: another process holds the lock (names its pid): two processes training into one
+            directory would interleave its checkpoints and logs.
+    """
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / RunHarness.LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip() or "unknown"
+        f.close()
+        raise RunInUseError(
+            f"{run_dir} is in use: process {owner} is training there; wait for it to end (or stop it) before "
+            "resuming, or pass another --out"
+        ) from None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 class RunHarness:
@@ -87,7 +120,11 @@ class RunHarness:
         ValueError: ``cfg`` None for a fresh run, a bad resume (``engine.checkpoint.resume``), or from ``validate``.
         FileNotFoundError: ``resume`` holds no checkpoint.
         FileExistsError: a fresh run into a directory that holds a run (``engine.logger.RunLogger``).
+        RunInUseError: (a FileExistsError) another process is training in the directory (``lock_run_dir``).
     """
+
+    LOCK = ".lock"
+    """The run directory's lock file (``lock_run_dir``), held from construction to ``close``."""
 
     def __init__(
         self,
@@ -123,11 +160,13 @@ class RunHarness:
         self.last_checkpoint = None if self.ckpt is None else self.step
         self.last_logged = self.step
         self.prior_threads = torch.get_num_threads()
+        self._lock = lock_run_dir(self.dir)
         torch.set_num_threads(cfg.num_threads)
         try:
             self.logger = RunLogger(self.dir, resume_step=None if self.ckpt is None else self.step)
         except BaseException:
             torch.set_num_threads(self.prior_threads)
+            self._lock.close()
             raise
         self.closed = False
         if self.ckpt is None:
@@ -239,8 +278,10 @@ class RunHarness:
         return summary
 
     def close(self) -> None:
-        """Close the logger and restore torch's thread count as it was before the run (idempotent)."""
+        """Close the logger, restore torch's thread count as it was before the run and release the directory's
+        lock (idempotent)."""
         if not self.closed:
             self.closed = True
             self.logger.close()
             torch.set_num_threads(self.prior_threads)
+            self._lock.close()

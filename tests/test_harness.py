@@ -203,3 +203,32 @@ def test_an_unknown_dataset_id_makes_no_run_directory(algo, tmp_path):
     with pytest.raises(ValueError, match="unknown dataset 'simloop/ant/medium-v0'.*simloop ids: .*hopper"):
         mod.train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_second_process_in_a_run_directory_is_refused_and_changes_nothing(tmp_path):
+    """While a run trains, a resume of its directory (another process's, or the same one's, by mistake) is refused
+    with RunInUseError naming the owner's pid, before its logger could drop the rows after its checkpoint; once the
+    run closes, the resume goes ahead. Two fresh runs into one new directory are refused alike."""
+    import os
+
+    from engine.harness import RunInUseError
+
+    run = _fresh(tmp_path)
+    run.step = 10
+    run.log({"train/loss": 0.5})
+    run.checkpoint({"agent": _agent(), "gen": torch.Generator().get_state()})
+    run.step = 20
+    run.log({"train/loss": 0.4})  # a row after the checkpoint, which a resume would drop
+    rows = (run.dir / "metrics.csv").read_text()
+    with pytest.raises(RunInUseError, match=rf"in use: process {os.getpid()} is training there"):
+        RunHarness("toy", Cfg, None, run.dir, CONTROL)
+    assert (run.dir / "metrics.csv").read_text() == rows
+    with pytest.raises(FileExistsError):  # the CLI's clean error path catches it as such
+        RunHarness("toy", Cfg, None, run.dir, CONTROL)
+    run.close()
+    with RunHarness("toy", Cfg, None, run.dir, CONTROL) as resumed:
+        assert resumed.step == 10
+    other = RunHarness("toy", Cfg, Cfg(out=str(tmp_path / "new")), None, CONTROL)
+    with pytest.raises(RunInUseError):
+        RunHarness("toy", Cfg, Cfg(out=str(tmp_path / "new")), None, CONTROL)
+    other.close()
