@@ -140,33 +140,41 @@ class RunHarness:
         self.t_start = time.perf_counter()
         self.algo, self.budget_field = algo, budget_field
         self.ckpt = None
-        if resume is not None:
-            self.dir = Path(resume)
-            cfg, self.ckpt = checkpoint.resume(
-                resume, algo, config_cls, cfg, run_control_fields, budget_field, normalize
-            )
-            if "out" in run_control_fields and "out" in {f.name for f in fields(cfg)}:
-                cfg = replace(cfg, out=str(self.dir))
-        elif cfg is None:
-            raise ValueError("a fresh run needs a config (cfg=None is only for resume)")
-        else:
-            cfg = normalize(cfg) if normalize is not None else cfg
-            self.dir = Path(cfg.out) if cfg.out else default_run_dir(algo, cfg.dataset)
-        if validate is not None:
-            validate(cfg)
-        self.cfg = cfg
-        self.step = 0 if self.ckpt is None else self.ckpt["step"]
-        self.prior_wall = 0.0 if self.ckpt is None else float(self.ckpt.get("wall_s", 0.0))
-        self.last_checkpoint = None if self.ckpt is None else self.step
-        self.last_logged = self.step
-        self.prior_threads = torch.get_num_threads()
-        self._lock = lock_run_dir(self.dir)
-        torch.set_num_threads(cfg.num_threads)
+        self._lock = None
         try:
-            self.logger = RunLogger(self.dir, resume_step=None if self.ckpt is None else self.step)
+            if resume is not None:
+                self.dir = Path(resume)
+                if self.dir.is_dir():  # locked before the checkpoint is read (a missing one: FileNotFoundError)
+                    self._lock = lock_run_dir(self.dir)
+                cfg, self.ckpt = checkpoint.resume(
+                    resume, algo, config_cls, cfg, run_control_fields, budget_field, normalize
+                )
+                if "out" in run_control_fields and "out" in {f.name for f in fields(cfg)}:
+                    cfg = replace(cfg, out=str(self.dir))
+            elif cfg is None:
+                raise ValueError("a fresh run needs a config (cfg=None is only for resume)")
+            else:
+                cfg = normalize(cfg) if normalize is not None else cfg
+                self.dir = Path(cfg.out) if cfg.out else default_run_dir(algo, cfg.dataset)
+            if validate is not None:
+                validate(cfg)
+            if self._lock is None:
+                self._lock = lock_run_dir(self.dir)
+            self.cfg = cfg
+            self.step = 0 if self.ckpt is None else self.ckpt["step"]
+            self.prior_wall = 0.0 if self.ckpt is None else float(self.ckpt.get("wall_s", 0.0))
+            self.last_checkpoint = None if self.ckpt is None else self.step
+            self.last_logged = self.step
+            self.prior_threads = torch.get_num_threads()
+            torch.set_num_threads(cfg.num_threads)
+            try:
+                self.logger = RunLogger(self.dir, resume_step=None if self.ckpt is None else self.step)
+            except BaseException:
+                torch.set_num_threads(self.prior_threads)
+                raise
         except BaseException:
-            torch.set_num_threads(self.prior_threads)
-            self._lock.close()
+            if self._lock is not None:
+                self._lock.close()
             raise
         self.closed = False
         if self.ckpt is None:
