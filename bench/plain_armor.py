@@ -2,7 +2,7 @@
 ARMOR iteration (``algos.armor.ARMORAgent.update``) written the direct way, one set of critic passes per
 loss, with the other player detached or frozen (``requires_grad_(False)``) and one backward of the sum;
 default (per-tensor) Adam steps. The twin-min target, the clipped backups and Proj_F follow the config as in
-``ARMORAgent``; ``state_fit_coef`` and a sampled reference action are not written here (their defaults only).
+``ARMORAgent``, and so does ``state_fit_coef``; a sampled reference action is not written here (the default only).
 simloop's agent shares the passes between the critic and model losses and routes each gradient with a
 restricted backward; it must give the same gradients (tests/test_armor.py) and beat this in the same run
 (bench/test_update_bench.py).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from algos.armor import ARMORAgent, bellman_error, model_fit_error, project_weight_norms, relative_pessimism
+from algos.armor import ARMORAgent, bellman_error, model_fit_terms, project_weight_norms, relative_pessimism
 from engine.batch import Batch, cat_batches
 from engine.dynamics import targets_of
 from engine.sac import temperature_loss
@@ -59,8 +59,9 @@ class PlainARMORAgent(ARMORAgent):
         self.critic.requires_grad_(True)
         m = self.dyn.model
         fit_mean, fit_logvar = m(m.normalize(real.obs, real.act))
-        fit = model_fit_error(fit_mean[0], fit_logvar[0], targets_of(real), self.v_max)
-        model_loss = cfg.bellman_coef * (bell_model.sum() + cfg.model_fit_coef * fit)
+        nll, rew_err = model_fit_terms(fit_mean[0], fit_logvar[0], targets_of(real), self.v_max)
+        state_coef = cfg.model_fit_coef if cfg.state_fit_coef is None else cfg.state_fit_coef
+        model_loss = cfg.bellman_coef * (bell_model.sum() + state_coef * nll + cfg.model_fit_coef * rew_err)
         return critic_loss, model_loss, {"train/critic_loss": critic_loss.detach()}
 
     def backward(self, critic_loss: torch.Tensor, model_loss: torch.Tensor) -> None:

@@ -45,10 +45,13 @@ def test_model_fit_error_hand_computation():
 
 
 def _agent(model_fit_coef=1.0, bellman_coef=3.0):
+    """A small agent with Algorithm 1's single lambda on the whole fit error (``state_fit_coef=None``), which the
+    hand computations below write; tests of ``state_fit_coef`` set it."""
     torch.manual_seed(0)
     cfg = armor.Config(
         hidden_dims=(16,),
         model_fit_coef=model_fit_coef,
+        state_fit_coef=None,
         bellman_coef=bellman_coef,
         dynamics=DynamicsConfig(num_members=1, num_elites=1, hidden_dim=16, num_layers=1, weight_decays=(1e-5, 1e-5)),
     )
@@ -323,6 +326,8 @@ def _armor_agent64(seed: int, critic_hidden=(8,), atac: bool = False) -> armor.A
         bellman_coef=2.5,
         residual_weight=0.3,
         model_fit_coef=0.7,
+        # the defaults (ATAC's stabilisers) weigh the state NLL apart; Algorithm 1 has the one lambda on both parts
+        state_fit_coef=1.3 if atac else None,
         # 7/8 is exact in float32: model_step returns the terminal flag as float32, so gamma * (1 - d) is formed in
         # float32 even in this float64 agent (harmless in training, which is all float32); 0.9 would differ by 2e-8.
         gamma=0.875,
@@ -414,7 +419,8 @@ def test_armor_update_gradients_match_paper_formula_oracle(atac, monkeypatch):
                  E^w(f) = (1-w) mean[(f(s,a) - r_M - g (1-d) f_target(s'_M, a'))^2] + w mean[(... f(s'_M, a'))^2],
                  with (s'_M, r_M) the model's reparameterised sample held fixed (the other player's);
         model:   beta (sum_i E^w(f_i, M) + lambda E_D(M)) with the critics held fixed, E_D(M) on the real rows:
-                 0.5 mean_dims[(mu - (s' - s))^2 / var + log var] + (mu_r - r)^2 / V_max^2
+                 0.5 mean_dims[(mu - (s' - s))^2 / var + log var] + (mu_r - r)^2 / V_max^2, the first term
+                 weighed by state_fit_coef instead of lambda when that is set (in the stabilised case)
                  (model_fit_error's stated convention: Gaussian NLL without constants, averaged over the D dims);
         actor:   mean(alpha log pi(a|s) - f1(s, a)) over D_M's states, with the critics just updated,
 
@@ -477,7 +483,8 @@ def test_armor_update_gradients_match_paper_formula_oracle(atac, monkeypatch):
     n_real = len(real)
     mu, lv, delta = mean[:n_real], logvar[:n_real], real.next_obs - real.obs
     nll = 0.5 * ((mu[:, :D3] - delta).pow(2) * torch.exp(-lv[:, :D3]) + lv[:, :D3]).mean(-1)
-    fit = (nll + (mu[:, D3] - real.rew).pow(2) / V_MAX**2).mean()
+    lam_s = lam if cfg.state_fit_coef is None else cfg.state_fit_coef  # lambda on the state NLL
+    fit = (lam_s / lam * nll + (mu[:, D3] - real.rew).pow(2) / V_MAX**2).mean()  # lam * fit: the weighted E_D(M)
     bell_model = e_w(q.detach(), r_m, s_next).sum()
     model_params = list(model0.parameters())
     expected_model = torch.autograd.grad(beta * (bell_model + lam * fit), model_params, retain_graph=True)

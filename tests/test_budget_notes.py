@@ -108,12 +108,13 @@ def test_armors_fast_note_quotes_its_records():
         f"and {updates_s / 60:.0f} min of updates" in note
     )
     assert summary["machine"]["cpu"].split("(")[0] in note and summary["machine"]["torch_threads"] == 1
-    assert config["num_updates"] == 50_000 and "--num-updates 50000`" in note
+    assert config["num_updates"] == 50_000 and "--num-updates 50000 --state-fit-coef None`" in note
     assert ref_config["hidden_dims"] == [256, 256, 256] and "--hidden-dims 256 256 256" in note
     # the command in the note runs the record's settings: the record's config equals today's defaults there
     defaults = armor.PRESETS["simloop/hopper/medium-v0"]
-    for field in ("critic_norm_bound", "twin_min_target", "clip_value_targets", "state_fit_coef", "model_lr"):
+    for field in ("critic_norm_bound", "twin_min_target", "clip_value_targets", "model_lr"):
         assert config[field] == getattr(defaults, field), field
+    assert config["state_fit_coef"] is None  # which the command sets: the default is 100 since (RESULTS)
     assert last_evals_mean(curve)[0] > max(summary["behavior_normalized_score"], ref["normalized_score"])
 
 
