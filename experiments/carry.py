@@ -52,7 +52,14 @@ def _dynamics_entries(config: dict, cache_dir: Path) -> list[Path]:
     cfg = from_dict(DynamicsConfig, config["dynamics"], "config.dynamics").seeded(config.get("seed", 0))
     if shipped_ensemble(config["dataset"], cfg) is not None:
         return []
-    return sorted(cache_dir.glob(f"{config['dataset'].replace('/', '_')}-*-{config_hash(cfg)}.pt"))
+    pattern = f"{config['dataset'].replace('/', '_')}-*-{config_hash(cfg)}.pt"
+    entries = sorted(cache_dir.glob(pattern))
+    if not entries:
+        raise FileNotFoundError(
+            f"the run's fitted ensemble ({pattern}) is not in {cache_dir}: pack from the directory whose "
+            "runs/dynamics holds it (the one the run was started from), or pass its cache folder"
+        )
+    return entries
 
 
 def pack(run_dir: str | Path, dest: str | Path = "checkpoints", cache_dir: str | Path = "runs/dynamics") -> Path:
@@ -63,6 +70,7 @@ def pack(run_dir: str | Path, dest: str | Path = "checkpoints", cache_dir: str |
         FileNotFoundError: no ``checkpoint.pt`` or ``config.json`` in ``run_dir``.
         ValueError: ``run_dir`` holds a finished run (``summary.json``): record it with ``experiments.records
             add`` instead; or its ``checkpoint.pt`` is not a training checkpoint.
+        FileNotFoundError: also when the run's fitted ensemble is not in ``cache_dir``; an earlier packing is kept.
     """
     run_dir = Path(run_dir)
     for name in ("checkpoint.pt", "config.json"):
@@ -74,6 +82,7 @@ def pack(run_dir: str | Path, dest: str | Path = "checkpoints", cache_dir: str |
         )
     ckpt = checkpoint.load(run_dir / "checkpoint.pt")
     config = json.loads((run_dir / "config.json").read_text())
+    entries = _dynamics_entries(config, Path(cache_dir))  # before anything is written
     out = Path(dest) / run_dir.name
     tmp = out.with_name(out.name + ".packing")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -84,7 +93,6 @@ def pack(run_dir: str | Path, dest: str | Path = "checkpoints", cache_dir: str |
             shutil.copy2(run_dir / name, tmp / name)
     if (run_dir / "tb").is_dir():
         shutil.copytree(run_dir / "tb", tmp / "tb")
-    entries = _dynamics_entries(config, Path(cache_dir))
     if entries:
         (tmp / "dynamics").mkdir()
         for path in entries:

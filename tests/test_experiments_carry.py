@@ -33,6 +33,10 @@ def test_a_packed_run_continues_on_a_fresh_machine_without_refitting_its_model(t
     assert (info["algo"], info["step"], info["num_updates"]) == ("mopo", 20, 40)
     assert info["resume"] == "python -m algos.mopo --resume runs/mopo-tiny"
     assert len(info["dynamics"]) == 1 and (carried / "dynamics" / info["dynamics"][0]).is_file()
+    # packed again where the ensemble is not cached (another working directory): refused, the earlier packing kept
+    with pytest.raises(FileNotFoundError, match="fitted ensemble"):
+        carry.pack(run, tmp_path / "checkpoints", tmp_path / "elsewhere")
+    assert (carried / "dynamics" / info["dynamics"][0]).is_file() and (carried / "carry.json").is_file()
     metrics_before = _rows(run / "metrics.csv")
 
     shutil.rmtree(tmp_path / "runs")  # the machine is gone; the repository (checkpoints/) is what is left
