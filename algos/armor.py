@@ -143,6 +143,11 @@ class Config(ModelBasedConfig):
     with TD and residual errors, weights 0.5 / 0.5, at the fast rate, for its 100k warm-start steps). Without
     it the warm-started actor follows freshly initialised critics. 0 skips it."""
 
+    @property
+    def state_fit_weight(self) -> float:
+        """The weight on E_D(M)'s next-state NLL: ``state_fit_coef``, or lambda (``model_fit_coef``) when None."""
+        return self.model_fit_coef if self.state_fit_coef is None else self.state_fit_coef
+
     def __post_init__(self):
         super().__post_init__()
         bad = {
@@ -395,8 +400,7 @@ class ARMORAgent(Agent):
         # E_D(M) on the real rows, which lead D_M's batch: the model's outputs there are already computed.
         fit_mean, fit_logvar = mean[: real.obs.shape[0]], logvar[: real.obs.shape[0]]
         nll, rew_err = model_fit_terms(fit_mean, fit_logvar, targets_of(real), self.v_max)
-        state_coef = cfg.model_fit_coef if cfg.state_fit_coef is None else cfg.state_fit_coef
-        model_loss = cfg.bellman_coef * (bell_model.sum() + state_coef * nll + cfg.model_fit_coef * rew_err)
+        model_loss = cfg.bellman_coef * (bell_model.sum() + cfg.state_fit_weight * nll + cfg.model_fit_coef * rew_err)
         fit = nll + rew_err
         metrics = {
             "train/relative_pessimism": rel.detach().mean(),

@@ -60,8 +60,7 @@ class PlainARMORAgent(ARMORAgent):
         m = self.dyn.model
         fit_mean, fit_logvar = m(m.normalize(real.obs, real.act))
         nll, rew_err = model_fit_terms(fit_mean[0], fit_logvar[0], targets_of(real), self.v_max)
-        state_coef = cfg.model_fit_coef if cfg.state_fit_coef is None else cfg.state_fit_coef
-        model_loss = cfg.bellman_coef * (bell_model.sum() + state_coef * nll + cfg.model_fit_coef * rew_err)
+        model_loss = cfg.bellman_coef * (bell_model.sum() + cfg.state_fit_weight * nll + cfg.model_fit_coef * rew_err)
         return critic_loss, model_loss, {"train/critic_loss": critic_loss.detach()}
 
     def backward(self, critic_loss: torch.Tensor, model_loss: torch.Tensor) -> None:

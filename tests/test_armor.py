@@ -483,7 +483,7 @@ def test_armor_update_gradients_match_paper_formula_oracle(atac, monkeypatch):
     n_real = len(real)
     mu, lv, delta = mean[:n_real], logvar[:n_real], real.next_obs - real.obs
     nll = 0.5 * ((mu[:, :D3] - delta).pow(2) * torch.exp(-lv[:, :D3]) + lv[:, :D3]).mean(-1)
-    lam_s = lam if cfg.state_fit_coef is None else cfg.state_fit_coef  # lambda on the state NLL
+    lam_s = lam if cfg.state_fit_coef is None else cfg.state_fit_coef  # lambda on the state NLL, written out
     fit = (lam_s / lam * nll + (mu[:, D3] - real.rew).pow(2) / V_MAX**2).mean()  # lam * fit: the weighted E_D(M)
     bell_model = e_w(q.detach(), r_m, s_next).sum()
     model_params = list(model0.parameters())
