@@ -8,11 +8,16 @@ each real trajectory, asks the run's dynamics model (its elites' mean prediction
 - termination: whether the model's mean next state leaves the healthy box where the real one does;
 - the same episode in the model: from the real start state, the policy in the loop of the model's mean
   dynamics for as many steps as the real episode lasted, or until the model says it fell (or its prediction
-  diverged to a non-finite state).
+  diverged to a non-finite state);
+- the critic against the real outcome: ``min_i Q_i(s_t, a_t)`` of the run's critics beside the real discounted
+  return-to-go ``G_t`` (exact where the episode ended by termination; a time-limit end is bootstrapped with the
+  critic's value at the last state), over the first 10 steps and the last 20 (before the fall, if it fell).
 
 If the model agrees with the real trajectory step by step but its own closed-loop episode does not fall, the
 model's errors compound over the horizon; if its one-step errors and uncertainty are small while the real
-policy falls, the failure is not one the uncertainty penalty can see::
+policy falls, the failure is not one the uncertainty penalty can see; if, in addition, the critic's Q before the
+fall stays near its Q at the start (far above ``G_t``), the critic does not see the fall coming and the policy
+is not pushed away from it::
 
     python -m experiments.diagnose runs/mopo-hopper-medium-seed0 --episodes 5
 """
@@ -69,6 +74,24 @@ def _episode(env_name: str, policy, seed: int) -> dict:
     return {"obs": f32(observations), "act": f32(actions), "rew": f32(rewards), "terminated": bool(terminated)}
 
 
+def discounted_return_to_go(rew: torch.Tensor, gamma: float, bootstrap: float = 0.0) -> torch.Tensor:
+    """``G_t = sum_{k >= 0} gamma^k r_{t+k} + gamma^{T-t} bootstrap`` for ``rew: [T]``, returned as ``[T]`` float32
+    (``bootstrap``: the value after the last step, 0 for a terminated episode)."""
+    out, g = torch.empty_like(rew), float(bootstrap)
+    for t in range(len(rew) - 1, -1, -1):
+        g = float(rew[t]) + gamma * g
+        out[t] = g
+    return out
+
+
+def _critic_and_gamma(agent, cfg):
+    """The run's Q ensemble (``[E, N]`` from ``(obs, act)``) and its discount: SAC-based agents (MOPO, COMBO)
+    keep both in ``agent.sac`` / ``cfg.sac``, ARMOR on the agent and its config."""
+    if hasattr(agent, "sac"):
+        return agent.sac.critic, cfg.sac.gamma
+    return agent.critic, cfg.gamma
+
+
 @torch.no_grad()
 def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
     """The comparison described in the module docstring; returns ``{"step", "episodes": [...], "summary"}``.
@@ -92,6 +115,7 @@ def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
     p99 = float(torch.quantile(probe.u(probe.data_obs, probe.data_act), 0.99))
     d = get_env_spec(data.env_name).obs_dim
     policy = lambda o: agent.actor.act(o, deterministic=True)  # noqa: E731
+    critic, gamma = _critic_and_gamma(agent, cfg)
 
     def mean_step(obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Elite-mean prediction ``[N, D+1]`` of ``[delta obs, reward]``."""
@@ -120,6 +144,10 @@ def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
             if bool(is_terminal(term, s)[0]):
                 break
         last = slice(max(0, len(obs) - 5), len(obs))
+        q = critic(obs, act).min(0).values  # [T]
+        tail = 0.0 if ep["terminated"] else float(critic(ep["obs"][-1:], policy(ep["obs"][-1:])).min(0).values[0])
+        ret_to_go = discounted_return_to_go(ep["rew"], gamma, tail)
+        last20 = slice(max(0, len(obs) - 20), len(obs))
         episodes.append(
             {
                 "real_length": len(act),
@@ -136,6 +164,10 @@ def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
                 "uncertainty_data_p99": p99,
                 "model_predicts_the_fall": bool(model_term[-1]) if ep["terminated"] else None,
                 "model_terminal_steps": int(model_term.sum()),
+                "critic_q_first10": float(q[:10].mean()),
+                "return_to_go_first10": float(ret_to_go[:10].mean()),
+                "critic_q_last20": float(q[last20].mean()),
+                "return_to_go_last20": float(ret_to_go[last20].mean()),
             }
         )
     keys = [k for k, v in episodes[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 
 import pytest
+import torch
 
 from algos import mopo
 from experiments import diagnose
@@ -26,7 +27,17 @@ def test_diagnose_a_run(tiny_dataset, tmp_path):
         assert ep["model_closed_loop_length"] == 1000 or ep["model_closed_loop_diverged"]
         for key in ("one_step_state_mse_first10", "one_step_reward_abs_err", "uncertainty_mean"):
             assert math.isfinite(ep[key]) and ep[key] >= 0, key
+        for key in ("critic_q_first10", "return_to_go_first10", "critic_q_last20", "return_to_go_last20"):
+            assert math.isfinite(ep[key]), key
     assert diagnose.main([str(tmp_path / "run"), "--episodes", "1"]) == 0
     assert (tmp_path / "run" / "diagnosis_step40.json").is_file()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         diagnose.diagnose(tmp_path / "nowhere")
+
+
+def test_discounted_return_to_go_by_hand():
+    rew = torch.tensor([1.0, 2.0, 3.0])
+    # terminated: G_2 = 3, G_1 = 2 + 0.5 * 3, G_0 = 1 + 0.5 * 3.5
+    assert diagnose.discounted_return_to_go(rew, 0.5).tolist() == [2.75, 3.5, 3.0]
+    # a time-limit end: the value after the last step is discounted in
+    assert diagnose.discounted_return_to_go(rew, 0.5, bootstrap=8.0).tolist() == [3.75, 5.5, 7.0]
