@@ -11,13 +11,16 @@ each real trajectory, asks the run's dynamics model (its elites' mean prediction
   diverged to a non-finite state);
 - the critic against the real outcome: ``min_i Q_i(s_t, a_t)`` of the run's critics beside the real discounted
   return-to-go ``G_t`` (exact where the episode ended by termination; a time-limit end is bootstrapped with the
-  critic's value at the last state), over the first 10 steps and the last 20 (before the fall, if it fell).
+  critic's value at the last state), over the first 10 steps and the last 20 (before the fall, if it fell); and
+  how far the policy's action is from the critic's best: ``max_a Q(s_t, a) - Q(s_t, pi(s_t))`` over 256 uniform
+  actions per state (0 when no sampled action beats the policy's).
 
 If the model agrees with the real trajectory step by step but its own closed-loop episode does not fall, the
 model's errors compound over the horizon; if its one-step errors and uncertainty are small while the real
 policy falls, the failure is not one the uncertainty penalty can see; if, in addition, the critic's Q before the
 fall stays near its Q at the start (far above ``G_t``), the critic does not see the fall coming and the policy
-is not pushed away from it::
+is not pushed away from it; if the critic sees the fall but its best sampled action is no better than the
+policy's, the critic itself finds no way out, and a better actor would not help::
 
     python -m experiments.diagnose runs/mopo-hopper-medium-seed0 --episodes 5
 """
@@ -92,6 +95,23 @@ def _critic_and_gamma(agent, cfg):
     return agent.critic, cfg.gamma
 
 
+SAMPLED_ACTIONS = 256
+"""Uniform actions per state for the critic's best (``critic_gap``)."""
+
+
+def critic_gap(critic, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``max(0, max_k min_i Q_i(s_t, a_k) - min_i Q_i(s_t, a_t))`` for ``obs: [T, D]``, ``act: [T, A]`` and
+    ``SAMPLED_ACTIONS`` uniform actions ``a_k`` in [-1, 1]^A per state: ``[T]`` float32."""
+    k, out = SAMPLED_ACTIONS, []
+    q_act = critic(obs, act).min(0).values
+    for start in range(0, len(obs), 64):  # 64 states x 256 actions per call
+        o = obs[start : start + 64]
+        a = torch.rand(len(o) * k, act.shape[-1], generator=generator) * 2 - 1
+        q = critic(o.repeat_interleave(k, 0), a).min(0).values.reshape(len(o), k)
+        out.append(q.max(1).values)
+    return (torch.cat(out) - q_act).clamp_min(0)
+
+
 @torch.no_grad()
 def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
     """The comparison described in the module docstring; returns ``{"step", "episodes": [...], "summary"}``.
@@ -148,6 +168,7 @@ def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
         tail = 0.0 if ep["terminated"] else float(critic(ep["obs"][-1:], policy(ep["obs"][-1:])).min(0).values[0])
         ret_to_go = discounted_return_to_go(ep["rew"], gamma, tail)
         last20 = slice(max(0, len(obs) - 20), len(obs))
+        gap = critic_gap(critic, obs, act, torch.Generator().manual_seed(cfg.seed + k))
         episodes.append(
             {
                 "real_length": len(act),
@@ -168,6 +189,8 @@ def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
                 "return_to_go_first10": float(ret_to_go[:10].mean()),
                 "critic_q_last20": float(q[last20].mean()),
                 "return_to_go_last20": float(ret_to_go[last20].mean()),
+                "critic_gap_mean": float(gap.mean()),
+                "critic_gap_last20": float(gap[last20].mean()),
             }
         )
     keys = [k for k, v in episodes[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]

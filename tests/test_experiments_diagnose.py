@@ -29,6 +29,7 @@ def test_diagnose_a_run(tiny_dataset, tmp_path):
             assert math.isfinite(ep[key]) and ep[key] >= 0, key
         for key in ("critic_q_first10", "return_to_go_first10", "critic_q_last20", "return_to_go_last20"):
             assert math.isfinite(ep[key]), key
+        assert ep["critic_gap_mean"] >= 0 and ep["critic_gap_last20"] >= 0
     assert diagnose.main([str(tmp_path / "run"), "--episodes", "1"]) == 0
     assert (tmp_path / "run" / "diagnosis_step40.json").is_file()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -41,3 +42,18 @@ def test_discounted_return_to_go_by_hand():
     assert diagnose.discounted_return_to_go(rew, 0.5).tolist() == [2.75, 3.5, 3.0]
     # a time-limit end: the value after the last step is discounted in
     assert diagnose.discounted_return_to_go(rew, 0.5, bootstrap=8.0).tolist() == [3.75, 5.5, 7.0]
+
+
+def test_critic_gap_by_hand():
+    # Q(s, a) = -(a - s)^2 summed over the action: best at a = s; twin critics, one shifted down by 1.
+    def critic(obs, act):
+        q = -(act - obs).pow(2).sum(-1)
+        return torch.stack([q, q - 1.0])
+
+    obs = torch.tensor([[0.5, -0.5], [0.0, 0.0]])
+    best = obs.clone()  # the critic's argmax: no sampled action beats it
+    assert diagnose.critic_gap(critic, obs, best, torch.Generator().manual_seed(0)).tolist() == [0.0, 0.0]
+    worst = -obs.sign() - (obs == 0).float()  # a corner far from the argmax
+    gap = diagnose.critic_gap(critic, obs, worst, torch.Generator().manual_seed(0))
+    exact = (worst - obs).pow(2).sum(-1)  # the sampled maximum is close to 0 with 256 draws in 2-D
+    assert torch.all(gap <= exact) and torch.all(gap > exact - 0.05)
