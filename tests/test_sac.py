@@ -197,3 +197,30 @@ def test_critic_members_slice_is_those_critics_alone():
     critic(obs, act, members=slice(0, 1)).sum().backward()
     w = critic.net.hidden[0].weight.grad
     assert w[0].abs().sum() > 0 and torch.all(w[1:] == 0)
+
+
+def test_ensemble_mlp_in_place_relu_matches_out_of_place():
+    """EnsembleMLP's ReLU runs in place on each layer's fresh output; its values and the gradients in the input
+    and in every weight equal those of the out-of-place ``nn.ReLU`` composition, bit for bit."""
+    from engine.nets import EnsembleMLP
+
+    torch.manual_seed(0)
+    net = EnsembleMLP(2, 5, 1, (16, 16))
+    x = torch.randn(2, 9, 5, requires_grad=True)
+
+    def out_of_place(x):
+        h = x
+        for layer in net.hidden:
+            h = torch.nn.functional.relu(layer(h))
+        return net.out(h)
+
+    grads = []
+    for fn in (net, out_of_place):
+        y = fn(x)
+        g = torch.autograd.grad(y.pow(2).sum(), [x, *net.parameters()])
+        grads.append((y.detach(), g))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=0)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # Some units are off (so the in-place mask matters) and some gradient reaches the input.
+    assert (net.hidden[0](x) < 0).any() and grads[0][1][0].abs().sum() > 0
