@@ -92,8 +92,9 @@ class RunHarness:
     On construction: resolves the config and the checkpoint (``resume`` given: ``engine.checkpoint.resume``, with
     ``run_control_fields`` and ``budget_field``; else ``cfg`` through ``normalize``), picks the run directory
     (``resume``; else ``cfg.out``; else ``runs/<algo>/<dataset>/<time>``), sets torch's thread count to
-    ``cfg.num_threads``, opens the logger and, for a fresh run, writes ``config.json`` (``algo``, ``command``
-    and the config's fields). A config whose ``out`` is a run-control field gets ``out`` = the resumed directory.
+    ``cfg.num_threads``, flushes subnormal floats to zero (``torch.set_flush_denormal``), opens the logger and,
+    for a fresh run, writes ``config.json`` (``algo``, ``command`` and the config's fields). A config whose ``out``
+    is a run-control field gets ``out`` = the resumed directory.
 
     Args:
         algo: the algorithm's name ("mopo"), written into config.json, checkpoints and the summary.
@@ -116,6 +117,11 @@ class RunHarness:
         step: the run's step (the checkpoint's on resume, else 0); the caller advances it.
         logger: the ``engine.logger.RunLogger`` (metrics.csv, episodes.csv, TensorBoard).
         evals: ``(step, normalized score)`` of every evaluation logged so far, a resumed run's earlier ones included.
+        flush_denormal: whether subnormals are flushed (False where the CPU lacks x86's FTZ/DAZ). Adam's moments of
+            units whose gradient stays zero decay geometrically into the subnormal range (below 1.2e-38), and so do
+            some gradients; x86 computes on subnormals many times slower, which slowed late updates of long runs
+            (bench/RESULTS.md). The setting is per thread: it covers the calling thread and intra-op threads
+            started after it (one-thread runs entirely). ``close`` turns subnormals back on.
     Raises:
         ValueError: ``cfg`` None for a fresh run, a bad resume (``engine.checkpoint.resume``), or from ``validate``.
         FileNotFoundError: ``resume`` holds no checkpoint.
@@ -167,10 +173,11 @@ class RunHarness:
             self.last_logged = self.step
             self.prior_threads = torch.get_num_threads()
             torch.set_num_threads(cfg.num_threads)
+            self.flush_denormal = torch.set_flush_denormal(True)
             try:
                 self.logger = RunLogger(self.dir, resume_step=None if self.ckpt is None else self.step)
             except BaseException:
-                torch.set_num_threads(self.prior_threads)
+                self._restore_cpu_settings()
                 raise
         except BaseException:
             if self._lock is not None:
@@ -286,10 +293,16 @@ class RunHarness:
         return summary
 
     def close(self) -> None:
-        """Close the logger, restore torch's thread count as it was before the run and release the directory's
-        lock (idempotent)."""
+        """Close the logger, restore torch's thread count as it was before the run, turn subnormals back on and
+        release the directory's lock (idempotent)."""
         if not self.closed:
             self.closed = True
             self.logger.close()
-            torch.set_num_threads(self.prior_threads)
+            self._restore_cpu_settings()
             self._lock.close()
+
+    def _restore_cpu_settings(self) -> None:
+        """Torch's thread count as it was before the run; subnormal floats back on (torch's default)."""
+        torch.set_num_threads(self.prior_threads)
+        if self.flush_denormal:
+            torch.set_flush_denormal(False)

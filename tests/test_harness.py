@@ -171,6 +171,26 @@ def test_the_thread_count_is_set_for_the_run_and_restored(tmp_path):
     assert torch.get_num_threads() == before
 
 
+def _subnormal_survives() -> bool:
+    """Whether float32 arithmetic on this thread keeps a subnormal (1e-39): False while flushed (FTZ/DAZ)."""
+    return torch.tensor([1e-39]).mul(1.0).item() != 0.0
+
+
+def test_subnormals_are_flushed_during_the_run_and_restored(tmp_path):
+    assert _subnormal_survives()
+    run = _fresh(tmp_path)
+    if not run.flush_denormal:
+        run.close()
+        pytest.fail("this CPU cannot flush subnormals (torch.set_flush_denormal returned False); the harness needs x86")
+    assert not _subnormal_survives()
+    run.checkpoint({"agent": _agent(), "gen": torch.Generator().get_state()})
+    run.close()
+    assert _subnormal_survives()
+    with pytest.raises(FileExistsError):  # a failed start leaves them as they were too
+        _fresh(tmp_path)
+    assert _subnormal_survives()
+
+
 def test_out_as_a_run_control_field_follows_the_resumed_directory(tmp_path):
     with _fresh(tmp_path) as run:
         run.checkpoint({"agent": _agent(), "gen": torch.Generator().get_state()})
