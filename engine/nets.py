@@ -135,7 +135,7 @@ class EnsembleMLP(nn.Module):
 
         A ReLU runs in place on its layer's output, a fresh tensor that nothing else holds (the layer's backward
         needs its input, not its output), which saves one activation-sized allocation and write per hidden layer;
-        the values and gradients are those of ``nn.ReLU()`` (tests/test_nets.py)."""
+        the values and gradients are those of ``nn.ReLU()`` (tests/test_sac.py)."""
         relu = type(self.act) is nn.ReLU
         for layer in self.hidden:
             x = torch.relu_(layer(x, members)) if relu else self.act(layer(x, members))
