@@ -18,7 +18,7 @@ Wiring and settings: ``run_example/run_combo.py`` at that commit, ``train()`` an
   3e-4 are passed but unused), ``uniform_rollout=False`` (model rollouts with the current policy's sampled
   actions), ``rho_s="mix"`` (the conservative term's states from the mixed real/model batch);
 - dynamics: ensemble of 7 (5 elites), 4x200 Swish, weight decays (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4), lr 1e-3,
-  no reward penalty (``EnsembleDynamics`` built without ``penalty_coef``), trained by ``EnsembleDynamics.train``
+  no reward penalty (``EnsembleDynamics`` built without ``penalty_coef``), trained as ``EnsembleDynamics.train``
   with ``max_epochs_since_update=5`` (its own early stopping: 5 epochs without a 1% holdout gain; no epoch cap
   unless ``--dynamics-max-epochs``);
 - ``MBPolicyTrainer``: rollouts of 50,000 starts every 1,000 updates, kept 5 rollout phases, real ratio 0.5,
@@ -49,7 +49,8 @@ same), the cosine schedule, the model-rollout buffer, the python/numpy/torch ran
 and ``--resume RUN_DIR`` rebuilds the run from ``peer_run.json``'s arguments, loads the fitted ensemble from
 ``offlinerlkit/model`` and calls the trainer again for the remaining epochs (its log goes to
 ``offlinerlkit-resumed-<step>/``). ``--resume RUN_DIR --slim-to DEST`` copies a run without the rollout buffer;
-resuming the copy refills it with five rollout phases of the current policy. ``--load-dynamics-path`` (the run
+resuming the copy refills it with five rollout phases of the current policy. The ensemble fit resumes from
+``fit_state.pt`` as in the MOPO adapter (``offlinerlkit_common.fit_dynamics``). ``--load-dynamics-path`` (the run
 script's ``--load-dynamics-path``) reuses a fitted ensemble, e.g. ``<earlier run>/offlinerlkit/model``.
 
     cd /work/main && OMP_NUM_THREADS=1 PYTHONPATH=/work/peers/OfflineRL-Kit /work/peers/offlinerlkit-venv/bin/python \\

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -138,16 +137,10 @@ class _NoEvalEnv:
         return float("nan")
 
 
-def _holdout_loss(console_log: Path) -> float | None:
-    """Elites' mean holdout MSE from OfflineRL-Kit's log line ``elites:[...] , holdout loss: X``."""
-    found = re.findall(r"holdout loss: ([0-9.eE+-]+)", console_log.read_text()) if console_log.is_file() else []
-    return float(found[-1]) if found else None
-
-
 def resumed_args(args_type: type, run_dir: Path):
     """The arguments (an ``args_type``) and the ``peer_run.json`` of a run to resume (errors:
     ``peer_common.resume_args``)."""
-    record = pc.resume_args(run_dir)
+    record = pc.resume_args(run_dir, state_files=(RESUME_FILE, FIT_STATE_FILE))
     saved = dict(record["extra"]["args"], resume=None, out=str(run_dir))  # the run may have been moved
     for key in PATH_ARGS:
         saved[key] = None if saved[key] is None else Path(saved[key])
@@ -212,10 +205,17 @@ def slim_copy(args_type: type, run_dir: Path, dest: Path) -> Path:
     ``resume.pt`` less its ``fake_buffer``, and the fitted ensemble (into ``dest/offlinerlkit/model``, where
     ``--resume`` looks). Resuming the copy first refills the buffer with ``model_retain_epochs`` rollout phases
     of the current policy (the buffer an unbroken run would hold came from the last five policies), so the
-    continued run is close to, not identical with, an unbroken one. Raises FileExistsError if ``dest`` holds a
-    run."""
+    continued run is close to, not identical with, an unbroken one. A run still fitting its ensemble (no
+    ``resume.pt`` yet) is copied as its ``fit_state.pt`` and record (~15 MB), and resumes exactly. Raises
+    FileExistsError if ``dest`` holds a run."""
     args, record = resumed_args(args_type, run_dir)
     dest = pc.new_run_dir(dest)
+    saved = dict(record["extra"]["args"], out=str(dest), load_dynamics_path=None)
+    record["extra"] = dict(record["extra"], args=saved, slim_copy_of=str(run_dir))
+    if not (run_dir / RESUME_FILE).is_file():  # still fitting its ensemble: the fit's state is all there is
+        shutil.copy2(run_dir / FIT_STATE_FILE, dest / FIT_STATE_FILE)
+        pc.write_json(dest / "peer_run.json", record)
+        return dest
     state = torch.load(run_dir / RESUME_FILE, weights_only=True)
     state.pop("fake_buffer")
     state["refill_buffer"] = True
@@ -225,8 +225,6 @@ def slim_copy(args_type: type, run_dir: Path, dest: Path) -> Path:
     (dest / "offlinerlkit" / "model").mkdir(parents=True)
     for name in ("dynamics.pth", "mu.npy", "std.npy"):  # what EnsembleDynamics.load reads
         shutil.copy2(_fitted_dynamics(args) / name, dest / "offlinerlkit" / "model" / name)
-    saved = dict(record["extra"]["args"], out=str(dest), load_dynamics_path=None)
-    record["extra"] = dict(record["extra"], args=saved, slim_copy_of=str(run_dir))
     pc.write_json(dest / "peer_run.json", record)
     return dest
 
@@ -318,25 +316,166 @@ def _build(peer: Peer, args: Args, data, h: int, coef: float, epochs: int, rollo
     return policy, dynamics, lr_scheduler, real_buffer, fake_buffer, len(dataset["observations"])
 
 
-def _fit_dynamics(dynamics, real_buffer, logger, log_dir: Path, args: Args, n_data: int, record, run_dir: Path):
-    """``dynamics.train`` as the run script calls it (``max_epochs_since_update=5``; ``max_epochs`` only with
-    ``--dynamics-max-epochs``), its epochs, holdout loss and elites recorded in ``extra["dynamics"]``."""
+FIT_STATE_FILE = "fit_state.pt"
+"""A peer run's ensemble fit after its last finished epoch (``fit_dynamics``), until the fit ends."""
+
+
+def _shuffle_rows(arr: np.ndarray) -> np.ndarray:
+    """``shuffle_rows`` of ``EnsembleDynamics.train``: each row of ``arr`` permuted by numpy's global stream."""
+    idxes = np.argsort(np.random.uniform(size=arr.shape), axis=-1)
+    return arr[np.arange(arr.shape[0])[:, None], idxes]
+
+
+def _losses_from_tensors(values: torch.Tensor, is_float32: torch.Tensor) -> list:
+    """The members' best holdout losses as ``train`` holds them: ``np.float32`` where ``validate`` set one, the
+    python float ``1e10`` where none has improved yet (the type decides the precision of the next comparison)."""
+    return [np.float32(v) if f else float(v) for v, f in zip(values.tolist(), is_float32.tolist())]
+
+
+def fit_dynamics(
+    dynamics,
+    data: dict,
+    logger,
+    state_path: Path,
+    max_epochs: int | None = None,
+    max_epochs_since_update: int = 5,
+    batch_size: int = 256,
+    holdout_ratio: float = 0.2,
+    logvar_loss_coef: float = 0.01,
+    stop_after: int | None = None,
+) -> dict:
+    """OfflineRL-Kit's ``EnsembleDynamics.train`` (offlinerlkit/dynamics/ensemble_dynamics.py at ``COMMIT``,
+    lines 106-171) step for step, calling the peer's own methods (``format_samples_for_training``, the scaler,
+    ``learn``, ``validate``, ``model.update_save``, ``select_elites``, ``model.set_elites``, ``model.load_save``,
+    ``save``), with one addition: after every epoch it writes ``state_path`` (the epoch, the epochs since an
+    improvement, the members' best holdout losses, the ensemble with its saved best weights, the optimiser,
+    numpy's, python's and torch's random states), so that a fit killed after hours goes on from its last epoch.
+
+    ``train``'s loop has no such state, so the adapter drives the peer's methods itself; the holdout split, the
+    bootstrap indices and each epoch's reshuffle draw from the same global streams in the same order, and
+    ``python -m peers.offlinerlkit_fit_check`` (in the peer's venv) checks that the ensemble it fits, killed and
+    resumed or not, equals ``train``'s bit for bit. On resume (``state_path`` present) the caller must have
+    rebuilt the run as it was (same seed, same objects): the split and the bootstrap indices are drawn again,
+    the reshuffles of the finished epochs replayed, and numpy's state afterwards checked against the saved one.
+
+    ``stop_after``: return after this many epochs of this call without finishing (tests and the fit check).
+    Returns ``{"epochs", "holdout_losses", "elites", "elite_holdout_mse", "resumed_at_epoch", "wall_s",
+    "finished"}`` (``wall_s``: the fit's seconds over all its processes). Raises RuntimeError when a resumed fit
+    does not replay to the saved random state (the run was not rebuilt as it was)."""
     t = time.perf_counter()
-    dynamics.train(
+    model = dynamics.model
+    inputs, targets = dynamics.format_samples_for_training(data)
+    data_size = inputs.shape[0]
+    holdout_size = min(int(data_size * holdout_ratio), 1000)
+    train_size = data_size - holdout_size
+    train_splits, holdout_splits = torch.utils.data.random_split(range(data_size), (train_size, holdout_size))
+    train_inputs, train_targets = inputs[train_splits.indices], targets[train_splits.indices]
+    holdout_inputs, holdout_targets = inputs[holdout_splits.indices], targets[holdout_splits.indices]
+    dynamics.scaler.fit(train_inputs)
+    train_inputs = dynamics.scaler.transform(train_inputs)
+    holdout_inputs = dynamics.scaler.transform(holdout_inputs)
+    holdout_losses = [1e10 for _ in range(model.num_ensemble)]
+    data_idxes = np.random.randint(train_size, size=[model.num_ensemble, train_size])
+    epoch = cnt = 0
+    wall_before, resumed_at = 0.0, None
+    if state_path.is_file():
+        saved = torch.load(state_path, weights_only=True)
+        for _ in range(saved["epoch"]):
+            data_idxes = _shuffle_rows(data_idxes)
+        if not np.array_equal(np.random.get_state()[1], saved["rng"]["numpy"][1].numpy().astype(np.uint32)):
+            raise RuntimeError(
+                f"{state_path}: replaying {saved['epoch']} epochs' reshuffles did not reach the saved random state; "
+                "the run was not rebuilt as it was (seed, data or settings differ)"
+            )
+        model.load_state_dict(saved["model"])
+        dynamics.optim.load_state_dict(saved["optim"])
+        holdout_losses = _losses_from_tensors(saved["holdout_losses"], saved["holdout_loss_is_float32"])
+        epoch, cnt, wall_before = int(saved["epoch"]), int(saved["cnt"]), float(saved["wall_s"])
+        resumed_at = epoch
+        pc.set_rng_state(saved["rng"])
+        logger.log(f"Training dynamics: resumed after epoch {epoch} ({state_path})")
+    else:
+        logger.log("Training dynamics:")
+    this_call = 0
+    while not (cnt >= max_epochs_since_update or (max_epochs and epoch >= max_epochs)):
+        if stop_after is not None and this_call >= stop_after:
+            return {"epochs": epoch, "finished": False, "wall_s": wall_before + time.perf_counter() - t}
+        epoch += 1
+        this_call += 1
+        train_loss = dynamics.learn(train_inputs[data_idxes], train_targets[data_idxes], batch_size, logvar_loss_coef)
+        new_holdout_losses = dynamics.validate(holdout_inputs, holdout_targets)
+        holdout_loss = (np.sort(new_holdout_losses)[: model.num_elites]).mean()
+        logger.logkv("loss/dynamics_train_loss", train_loss)
+        logger.logkv("loss/dynamics_holdout_loss", holdout_loss)
+        logger.set_timestep(epoch)
+        logger.dumpkvs(exclude=["policy_training_progress"])
+        data_idxes = _shuffle_rows(data_idxes)
+        indexes = []
+        for i, new_loss, old_loss in zip(range(len(holdout_losses)), new_holdout_losses, holdout_losses):
+            if (old_loss - new_loss) / old_loss > 0.01:
+                indexes.append(i)
+                holdout_losses[i] = new_loss
+        if len(indexes) > 0:
+            model.update_save(indexes)
+            cnt = 0
+        else:
+            cnt += 1
+        state = {
+            "epoch": epoch,
+            "cnt": cnt,
+            "holdout_losses": torch.tensor([float(x) for x in holdout_losses], dtype=torch.float64),
+            "holdout_loss_is_float32": torch.tensor([isinstance(x, np.float32) for x in holdout_losses]),
+            "model": model.state_dict(),
+            "optim": dynamics.optim.state_dict(),
+            "rng": pc.rng_state(),
+            "wall_s": wall_before + time.perf_counter() - t,
+        }
+        pc.save_atomic(state, state_path)
+    indexes = dynamics.select_elites(holdout_losses)
+    model.set_elites(indexes)
+    model.load_save()
+    dynamics.save(logger.model_dir)
+    model.eval()
+    elite_loss = (np.sort(holdout_losses)[: model.num_elites]).mean()
+    logger.log(f"elites:{indexes} , holdout loss: {elite_loss}")
+    return {
+        "epochs": epoch,
+        "holdout_losses": [float(x) for x in holdout_losses],
+        "elites": [int(i) for i in indexes],
+        "elite_holdout_mse": float(elite_loss),
+        "resumed_at_epoch": resumed_at,
+        "wall_s": wall_before + time.perf_counter() - t,
+        "finished": True,
+    }
+
+
+def _fit_dynamics(dynamics, real_buffer, logger, args: Args, n_data: int, record, run_dir: Path):
+    """The run script's ``dynamics.train(..., max_epochs_since_update=5)`` (``max_epochs`` only with
+    ``--dynamics-max-epochs``) through ``fit_dynamics``, resuming from ``run_dir/fit_state.pt`` when present;
+    its epochs, holdout loss, elites and wall time (over all processes) recorded in ``extra["dynamics"]``, the
+    ensemble saved where ``--resume`` looks for it (``_fitted_dynamics``). ``fit_state.pt`` stays until the run
+    ends: a process killed between the fit's end and the first ``resume.pt`` resumes into the finished fit, which
+    ends at once with the same ensemble and random states."""
+    fit = fit_dynamics(
+        dynamics,
         real_buffer.sample_all(),
         logger,
+        run_dir / FIT_STATE_FILE,
         max_epochs=args.dynamics_max_epochs,
         max_epochs_since_update=SCRIPT_DEFAULTS["max_epochs_since_update"],
     )
-    record.phases_s["dynamics"] = time.perf_counter() - t
-    progress = log_dir / "record" / "dynamics_training_progress.csv"
-    rows = progress.read_text().splitlines()[1:] if progress.is_file() else []
+    model_dir = _fitted_dynamics(args)
+    if Path(logger.model_dir) != model_dir:  # a resumed fit logs elsewhere; resumes load the ensemble from here
+        model_dir.mkdir(parents=True, exist_ok=True)
+        dynamics.save(str(model_dir))
+    record.phases_s["dynamics"] = fit["wall_s"]
     record.extra["dynamics"] = {
-        "epochs": len(rows),
+        "epochs": fit["epochs"],
         "minibatches_per_epoch": int(np.ceil((n_data - 1000) / 256)),
-        "elite_holdout_mse": _holdout_loss(log_dir / "record" / "consoleout_backup.txt"),
-        "elites": [int(i) for i in dynamics.model.elites.data],
-        "wall_s": record.phases_s["dynamics"],
+        "elite_holdout_mse": fit["elite_holdout_mse"],
+        "elites": fit["elites"],
+        "wall_s": fit["wall_s"],
+        **({} if fit["resumed_at_epoch"] is None else {"fit_resumed_after_epoch": fit["resumed_at_epoch"]}),
     }
     record.write(run_dir)
     print(f"dynamics: {record.extra['dynamics']}", flush=True)
@@ -360,17 +499,22 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
     policy, dynamics, lr_scheduler, real_buffer, fake_buffer, n_data = _build(
         peer, args, data, h, coef, epochs, rollout_s
     )
-    if resumed is not None or args.load_dynamics_path is not None:
+    # A run resumed before its first snapshot is still fitting its ensemble (fit_state.pt, no resume.pt).
+    fitting = resumed is None or not (run_dir / RESUME_FILE).is_file()
+    if not fitting or args.load_dynamics_path is not None:
         dynamics.load(str(_fitted_dynamics(args)))
 
     state = None
-    if resumed is not None:
+    if resumed is not None and not fitting:
         state = torch.load(run_dir / RESUME_FILE, weights_only=True)
         log_dir = run_dir / f"offlinerlkit-resumed-{state['epochs_done'] * args.step_per_epoch}"
-        if log_dir.exists():
-            shutil.rmtree(log_dir)  # an earlier resume from the same snapshot that was killed again
+    elif resumed is not None:
+        fit_epochs = torch.load(run_dir / FIT_STATE_FILE, weights_only=True)["epoch"]
+        log_dir = run_dir / f"offlinerlkit-resumed-fit-{fit_epochs}"
     else:
         log_dir = run_dir / "offlinerlkit"
+    if resumed is not None and log_dir.exists():
+        shutil.rmtree(log_dir)  # an earlier resume from the same point that was killed again
     log_dir.mkdir()
     outputs = {
         "consoleout_backup": "stdout",
@@ -403,8 +547,10 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
         )
     record.write(run_dir)
 
-    if args.load_dynamics_path is None and resumed is None:
-        _fit_dynamics(dynamics, real_buffer, logger, log_dir, args, n_data, record, run_dir)
+    if args.load_dynamics_path is None and fitting:
+        if resumed is not None:  # the killed processes' fit time, which the record has not counted yet
+            t0 -= torch.load(run_dir / FIT_STATE_FILE, weights_only=True)["wall_s"]
+        _fit_dynamics(dynamics, real_buffer, logger, args, n_data, record, run_dir)
 
     obs_check = data.obs[np.random.default_rng(0).choice(len(data.obs), 7, replace=False)]
     epochs_done = 0
@@ -456,7 +602,8 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
         lr_scheduler=lr_scheduler,
     )
     trainer.train()
-    (run_dir / RESUME_FILE).unlink(missing_ok=True)  # finished: the snapshots and the ensemble are what is kept
+    for name in (RESUME_FILE, FIT_STATE_FILE):  # finished: the snapshots and the ensemble are what is kept
+        (run_dir / name).unlink(missing_ok=True)
     record.finished = True
     record.wall_s = time.perf_counter() - t0
     record.write(run_dir)

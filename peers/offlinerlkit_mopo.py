@@ -11,7 +11,7 @@ script runs with that venv's python and does not import simloop. What it shares 
 Wiring and settings: ``run_example/run_mopo.py`` at that commit, ``train()``: 2x256 SAC actor (TanhDiagGaussian,
 unbounded mean, state-dependent sigma) and critics, actor lr 1e-4 with cosine annealing over the run's epochs,
 critic lr 3e-4, gamma 0.99, tau 0.005, automatic alpha (target entropy -A, lr 1e-4); ensemble of 7 (5 elites),
-4x200 Swish, weight decays (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4), lr 1e-3, trained by ``EnsembleDynamics.train``
+4x200 Swish, weight decays (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4), lr 1e-3, trained as ``EnsembleDynamics.train``
 with ``max_epochs_since_update=5`` (its own early stopping; no epoch cap unless ``--dynamics-max-epochs``);
 rollouts of 50,000 starts every 1,000 updates, kept 5 rollout phases, real ratio 0.05, batch 256, 1,000
 updates per epoch. Rollout length h and penalty lambda: the script's "suggested hypers" docstring for the
@@ -34,7 +34,10 @@ cosine schedule, the model-rollout buffer, the python/numpy/torch random states 
 epochs (its log goes to ``offlinerlkit-resumed-<step>/``). The resumed trainer counts its updates from 0 and
 starts with a rollout phase, as the unbroken one does at every multiple of rollout_freq, so it takes the same
 steps. (With another ``--step-per-epoch``, a state saved between rollout phases would resume with an extra
-one: none is saved there.) A run killed during the ensemble fit has nothing to resume and starts again.
+one: none is saved there.) The ensemble fit resumes too: ``EnsembleDynamics.train`` keeps its loop's state
+in locals, so the adapter runs that loop itself with the peer's own methods (``offlinerlkit_common.fit_dynamics``,
+checked equal to ``train`` bit for bit by ``python -m peers.offlinerlkit_fit_check``) and saves ``fit_state.pt``
+after every epoch; ``--resume RUN_DIR`` of a run killed while fitting goes on from its last finished epoch.
 ``--load-dynamics-path`` (the run script's ``--load-dynamics-path``) reuses a fitted ensemble, e.g.
 ``<earlier run>/offlinerlkit/model``.
 

@@ -361,15 +361,17 @@ RESUME_FILE = "resume.pt"
 """A peer run's training state at its last snapshot (written by the adapters that can resume)."""
 
 
-def resume_args(run_dir: str | Path) -> dict:
+def resume_args(run_dir: str | Path, state_files: tuple[str, ...] = (RESUME_FILE,)) -> dict:
     """The saved ``--`` arguments (``peer_run.json``'s ``extra.args``) and record of a run to resume.
 
-    Raises FileNotFoundError when the run has no ``resume.pt`` (it stopped before its first snapshot: start it
-    again) or no record, ValueError when it has finished."""
+    ``state_files``: the files a resumable run holds, any one of which will do (the OfflineRL-Kit adapters' also
+    ``fit_state.pt``, written while the ensemble fits). Raises FileNotFoundError when the run has none of them (it
+    stopped before it saved any state: start it again) or no record, ValueError when it has finished."""
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     if record["finished"]:
         raise ValueError(f"{run_dir} finished at {record['updates_done']} updates; nothing to resume")
-    if not (run_dir / RESUME_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir / RESUME_FILE} not found: {run_dir} stopped before its first snapshot")
+    if not any((run_dir / name).is_file() for name in state_files):
+        names = " or ".join(state_files)
+        raise FileNotFoundError(f"no {names} in {run_dir}: it stopped before it saved any state; start it again")
     return record

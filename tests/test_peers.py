@@ -4,6 +4,7 @@ copies). The peer libraries themselves run in the peers' own venvs and are not e
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,8 +216,12 @@ def test_resume_args_refuses_finished_runs_and_runs_without_a_state(tmp_path):
     with pytest.raises(ValueError, match="finished at 20 updates; nothing to resume"):
         resume_args(tmp_path / "done")
     _peer_run(tmp_path / "killed", finished=False)
-    with pytest.raises(FileNotFoundError, match="stopped before its first snapshot"):
+    with pytest.raises(FileNotFoundError, match="no resume.pt in .* stopped before it saved any state"):
         resume_args(tmp_path / "killed")
+    save_atomic({"epoch": 3}, tmp_path / "killed" / "fit_state.pt")  # killed while fitting its ensemble
+    with pytest.raises(FileNotFoundError, match="no resume.pt in"):
+        resume_args(tmp_path / "killed")
+    assert resume_args(tmp_path / "killed", state_files=("resume.pt", "fit_state.pt"))["updates_done"] == 20
     save_atomic({"step": 20}, tmp_path / "killed" / "resume.pt")
     assert resume_args(tmp_path / "killed")["updates_done"] == 20
     with pytest.raises(FileNotFoundError, match="not a peer run directory"):
@@ -373,3 +378,176 @@ def test_score_knows_the_offlinerlkit_combo_adapter(tmp_path):
 
     args = tyro.cli(score.Args, args=[str(tmp_path), "--algo", "offlinerlkit-combo", "--dataset", "x", "--seed", "0"])
     assert args.algo == "offlinerlkit-combo" and set(score.ALGOS) >= {"offlinerlkit-combo", "offlinerlkit-mopo"}
+
+
+class _FakeEnsemble(torch.nn.Module):
+    """What ``fit_dynamics`` uses of OfflineRL-Kit's ``EnsembleDynamicsModel``: a linear ensemble with saved best
+    weights (``update_save``/``load_save``), elites and the sizes."""
+
+    def __init__(self, n_in: int, n_out: int, num_ensemble: int = 3, num_elites: int = 2):
+        super().__init__()
+        self.num_ensemble, self.num_elites = num_ensemble, num_elites
+        self.weight = torch.nn.Parameter(0.1 * torch.randn(num_ensemble, n_in, n_out))
+        self.saved_weight = torch.nn.Parameter(self.weight.detach().clone(), requires_grad=False)
+        self.elites = torch.nn.Parameter(torch.arange(num_elites), requires_grad=False)
+
+    def forward(self, x):
+        return torch.einsum(
+            "ebi,eio->ebo",
+            torch.as_tensor(x, dtype=torch.float32).expand(self.num_ensemble, -1, -1)
+            if np.ndim(x) == 2
+            else torch.as_tensor(x, dtype=torch.float32),
+            self.weight,
+        )
+
+    def update_save(self, indexes):
+        self.saved_weight.data[indexes] = self.weight.data[indexes]
+
+    def load_save(self):
+        self.weight.data.copy_(self.saved_weight.data)
+
+    def set_elites(self, indexes):
+        self.elites = torch.nn.Parameter(torch.tensor(indexes), requires_grad=False)
+
+
+class _FakeDynamics:
+    """What ``fit_dynamics`` calls of OfflineRL-Kit's ``EnsembleDynamics``, on a real (linear) ensemble fitted by
+    Adam: the formatting, the scaler, ``learn`` (minibatches in order, one Adam step each), ``validate`` (a list of
+    ``np.float32`` per member, as the peer's), ``select_elites`` and ``save``."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.model = _FakeEnsemble(4, 3)
+        self.optim = torch.optim.Adam(self.model.parameters(), lr=0.05)
+        self.scaler = SimpleNamespace(fit=self._fit_scaler, transform=lambda x: (x - self.mu) / self.std)
+
+    def _fit_scaler(self, x):
+        self.mu, self.std = x.mean(0), x.std(0) + 1e-6
+
+    def format_samples_for_training(self, data):
+        return np.concatenate([data["observations"], data["actions"]], 1), data["targets"]
+
+    def learn(self, inputs, targets, batch_size, logvar_loss_coef):
+        losses = []
+        for i in range(0, inputs.shape[1], batch_size):
+            loss = (self.model(inputs[:, i : i + batch_size]) - torch.as_tensor(targets[:, i : i + batch_size])).pow(2)
+            self.optim.zero_grad()
+            loss.mean((1, 2)).sum().backward()
+            self.optim.step()
+            losses.append(loss.mean().item())
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def validate(self, inputs, targets):
+        return list((self.model(inputs) - torch.as_tensor(targets)).pow(2).mean((1, 2)).numpy())
+
+    def select_elites(self, metrics):
+        return [int(i) for i in np.argsort(metrics)[: self.model.num_elites]]
+
+    def save(self, path):
+        torch.save(self.model.state_dict(), Path(path) / "dynamics.pth")
+
+
+class _FakeLogger:
+    def __init__(self, model_dir):
+        self.model_dir, self.lines, self.rows = str(model_dir), [], 0
+        Path(model_dir).mkdir(parents=True, exist_ok=True)
+
+    def log(self, line):
+        self.lines.append(line)
+
+    def logkv(self, *_):
+        pass
+
+    def set_timestep(self, *_):
+        pass
+
+    def dumpkvs(self, **_):
+        self.rows += 1
+
+
+def _fit_data(n: int = 1_300):
+    g = np.random.default_rng(0)
+    obs, act = g.normal(size=(n, 3)).astype(np.float32), g.normal(size=(n, 1)).astype(np.float32)
+    w = g.normal(size=(4, 3)).astype(np.float32)
+    targets = np.concatenate([obs, act], 1) @ w + 0.3 * g.normal(size=(n, 3)).astype(np.float32)
+    return {"observations": obs, "actions": act, "targets": targets}
+
+
+def _fresh_fit_run(seed: int = 0):
+    """A rebuilt run: the seeding and objects before the fit, as the adapter builds them."""
+    torch.manual_seed(seed), np.random.seed(seed)
+    return _FakeDynamics()
+
+
+def test_offlinerlkit_fit_resumes_exactly_after_a_kill(tmp_path):
+    """``fit_dynamics`` stopped after some epochs (the process killed), the run rebuilt from its seed and the fit
+    resumed from ``fit_state.pt``, ends with the ensemble, elites, losses and random states of an unbroken fit;
+    it stops on the peer's rule (5 epochs without a 1% holdout gain on any member)."""
+    data = _fit_data()
+    dyn = _fresh_fit_run()
+    log = _FakeLogger(tmp_path / "whole")
+    want = okit.fit_dynamics(dyn, data, log, tmp_path / "whole.pt", max_epochs=60)
+    want_state, want_rng = dyn.model.state_dict(), rng_state()
+    assert want["finished"] and 6 <= want["epochs"] < 60  # the early stop, not the cap, ended it
+    assert log.rows == want["epochs"] and log.lines[-1].startswith("elites:")
+    assert (tmp_path / "whole" / "dynamics.pth").is_file()
+    assert torch.equal(dyn.model.weight, dyn.model.saved_weight)  # the members' best weights are loaded
+
+    for kill_after in (1, 4):
+        path = tmp_path / f"killed{kill_after}.pt"
+        part = okit.fit_dynamics(
+            _fresh_fit_run(), data, _FakeLogger(tmp_path / "k"), path, max_epochs=60, stop_after=kill_after
+        )
+        assert part == {"epochs": kill_after, "finished": False, "wall_s": part["wall_s"]}
+        assert torch.load(path, weights_only=True)["epoch"] == kill_after
+        np.random.seed(7), torch.manual_seed(7)  # the killed process's streams are gone
+        dyn = _fresh_fit_run()
+        log = _FakeLogger(tmp_path / "resumed")
+        got = okit.fit_dynamics(dyn, data, log, path, max_epochs=60)
+        assert got["resumed_at_epoch"] == kill_after and got["wall_s"] >= part["wall_s"]
+        assert {k: got[k] for k in ("epochs", "holdout_losses", "elites")} == {
+            k: want[k] for k in ("epochs", "holdout_losses", "elites")
+        }
+        assert all(torch.equal(v, want_state[k]) for k, v in dyn.model.state_dict().items())
+        assert np.array_equal(np.random.get_state()[1], want_rng["numpy"][1].numpy().astype(np.uint32))
+        assert torch.equal(torch.get_rng_state(), want_rng["torch"])
+        assert log.lines[0] == f"Training dynamics: resumed after epoch {kill_after} ({path})"
+
+    # A finished fit's state (kept until the run's first resume.pt) resumes into a fit that ends at once.
+    again = okit.fit_dynamics(_fresh_fit_run(), data, _FakeLogger(tmp_path / "a"), tmp_path / "whole.pt")
+    assert again["epochs"] == want["epochs"] and again["elites"] == want["elites"]
+
+
+def test_offlinerlkit_fit_keeps_the_peers_loss_types_and_refuses_another_run(tmp_path):
+    """The members' best losses come back as ``train`` holds them (``np.float32`` from ``validate``, the float
+    ``1e10`` where none improved: the type sets the precision of the next 1% test), and a resume into a run that
+    was rebuilt differently (another seed: another split and bootstrap) fails instead of mixing two fits."""
+    values = torch.tensor([0.25, 1e10], dtype=torch.float64)
+    losses = okit._losses_from_tensors(values, torch.tensor([True, False]))
+    assert type(losses[0]) is np.float32 and type(losses[1]) is float and losses == [0.25, 1e10]
+    data = _fit_data()
+    okit.fit_dynamics(_fresh_fit_run(), data, _FakeLogger(tmp_path / "a"), tmp_path / "s.pt", stop_after=2)
+    before = (tmp_path / "s.pt").read_bytes()
+    with pytest.raises(RuntimeError, match="did not reach the saved random state"):
+        okit.fit_dynamics(_fresh_fit_run(seed=1), data, _FakeLogger(tmp_path / "b"), tmp_path / "s.pt")
+    assert (tmp_path / "s.pt").read_bytes() == before  # nothing saved is lost
+
+
+def test_offlinerlkit_slim_copy_of_a_run_still_fitting(tmp_path):
+    """A run killed during its ensemble fit (no ``resume.pt`` yet) is carried as its ``fit_state.pt`` and
+    record, and the copy resumes."""
+    run, dest = tmp_path / "run", tmp_path / "carry"
+    _peer_run(run, steps=(0,), finished=False, algo="offlinerlkit-mopo")
+    (run / "policies" / "step_0000000.pt").unlink()
+    record = json.loads((run / "peer_run.json").read_text())
+    args = offlinerlkit_mopo.Args(data=tmp_path / "d.npz", out=run)
+    record["extra"] = {"args": {k: str(v) if hasattr(v, "parts") else v for k, v in vars(args).items()}}
+    (run / "peer_run.json").write_text(json.dumps(record))
+    save_atomic({"epoch": 3}, run / "fit_state.pt")
+    assert okit.slim_copy(offlinerlkit_mopo.Args, run, dest) == dest
+    assert sorted(p.name for p in dest.iterdir()) == ["fit_state.pt", "peer_run.json", "policies"]
+    assert torch.load(dest / "fit_state.pt", weights_only=True) == {"epoch": 3} and not any(dest.glob("policies/*"))
+    resumed, rec = okit.resumed_args(offlinerlkit_mopo.Args, dest)
+    assert resumed.out == dest and rec["extra"]["slim_copy_of"] == str(run)
