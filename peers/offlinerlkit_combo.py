@@ -50,7 +50,7 @@ and ``--resume RUN_DIR`` rebuilds the run from ``peer_run.json``'s arguments, lo
 ``offlinerlkit/model`` and calls the trainer again for the remaining epochs (its log goes to
 ``offlinerlkit-resumed-<step>/``). ``--resume RUN_DIR --slim-to DEST`` copies a run without the rollout buffer;
 resuming the copy refills it with five rollout phases of the current policy. The ensemble fit resumes from
-``fit_state.pt`` as in the MOPO adapter (``offlinerlkit_common.fit_dynamics``). ``--load-dynamics-path`` (the run
+``fit_state.pt`` as in the MOPO adapter (``offlinerlkit_fit.fit_dynamics``). ``--load-dynamics-path`` (the run
 script's ``--load-dynamics-path``) reuses a fitted ensemble, e.g. ``<earlier run>/offlinerlkit/model``.
 
     cd /work/main && OMP_NUM_THREADS=1 PYTHONPATH=/work/peers/OfflineRL-Kit /work/peers/offlinerlkit-venv/bin/python \\

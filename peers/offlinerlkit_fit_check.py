@@ -1,4 +1,4 @@
-"""Checks ``peers.offlinerlkit_common.fit_dynamics`` against OfflineRL-Kit's own ``EnsembleDynamics.train``: on
+"""Checks ``peers.offlinerlkit_fit_dynamics`` against OfflineRL-Kit's own ``EnsembleDynamics.train``: on
 the first ``--rows`` transitions of a dataset, the run as the MOPO adapter builds it (same seed, same objects)
 fits its ensemble three ways for ``--epochs`` epochs (a cap, as ``--dynamics-max-epochs`` gives): with the
 peer's ``train``, with ``fit_dynamics`` in one go, and with ``fit_dynamics`` stopped after ``--kill-after``
@@ -25,6 +25,7 @@ import tyro
 from peers import offlinerlkit_common as common
 from peers import offlinerlkit_mopo
 from peers import peer_common as pc
+from peers.offlinerlkit_fit import fit_dynamics
 
 
 @dataclass(frozen=True)
@@ -106,16 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         peer = _outcome(dynamics)
 
         dynamics, rows = _run(data, a.seed)
-        fit = common.fit_dynamics(dynamics, rows, _Log(tmp / "one"), tmp / "one.pt", max_epochs=a.epochs)
+        fit = fit_dynamics(dynamics, rows, _Log(tmp / "one"), tmp / "one.pt", max_epochs=a.epochs)
         ours = _outcome(dynamics)
 
         dynamics, rows = _run(data, a.seed)
-        common.fit_dynamics(
-            dynamics, rows, _Log(tmp / "two"), tmp / "two.pt", max_epochs=a.epochs, stop_after=a.kill_after
-        )
+        fit_dynamics(dynamics, rows, _Log(tmp / "two"), tmp / "two.pt", max_epochs=a.epochs, stop_after=a.kill_after)
         torch.manual_seed(a.seed + 1), np.random.seed(a.seed + 1)  # the killed process's streams are gone
         dynamics, rows = _run(data, a.seed)
-        resumed_fit = common.fit_dynamics(dynamics, rows, _Log(tmp / "two"), tmp / "two.pt", max_epochs=a.epochs)
+        resumed_fit = fit_dynamics(dynamics, rows, _Log(tmp / "two"), tmp / "two.pt", max_epochs=a.epochs)
         resumed = _outcome(dynamics)
     print(
         f"{n} rows, {fit['epochs']} epochs, elites {fit['elites']}, elite holdout MSE {fit['elite_holdout_mse']:.6g};"

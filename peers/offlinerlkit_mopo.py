@@ -35,7 +35,7 @@ epochs (its log goes to ``offlinerlkit-resumed-<step>/``). The resumed trainer c
 starts with a rollout phase, as the unbroken one does at every multiple of rollout_freq, so it takes the same
 steps. (With another ``--step-per-epoch``, a state saved between rollout phases would resume with an extra
 one: none is saved there.) The ensemble fit resumes too: ``EnsembleDynamics.train`` keeps its loop's state
-in locals, so the adapter runs that loop itself with the peer's own methods (``offlinerlkit_common.fit_dynamics``,
+in locals, so the adapter runs that loop itself with the peer's own methods (``offlinerlkit_fit.fit_dynamics``,
 checked equal to ``train`` bit for bit by ``python -m peers.offlinerlkit_fit_check``) and saves ``fit_state.pt``
 after every epoch; ``--resume RUN_DIR`` of a run killed while fitting goes on from its last finished epoch.
 ``--load-dynamics-path`` (the run script's ``--load-dynamics-path``) reuses a fitted ensemble, e.g.

@@ -13,6 +13,7 @@ import torch
 from engine import data
 from peers import export_data, offlinerlkit_combo, offlinerlkit_mopo, score
 from peers import offlinerlkit_common as okit
+from peers import offlinerlkit_fit as okfit
 from peers.peer_common import (
     PeerRecord,
     load_dataset,
@@ -488,7 +489,7 @@ def test_offlinerlkit_fit_resumes_exactly_after_a_kill(tmp_path):
     data = _fit_data()
     dyn = _fresh_fit_run()
     log = _FakeLogger(tmp_path / "whole")
-    want = okit.fit_dynamics(dyn, data, log, tmp_path / "whole.pt", max_epochs=60)
+    want = okfit.fit_dynamics(dyn, data, log, tmp_path / "whole.pt", max_epochs=60)
     want_state, want_rng = dyn.model.state_dict(), rng_state()
     assert want["finished"] and 6 <= want["epochs"] < 60  # the early stop, not the cap, ended it
     assert log.rows == want["epochs"] and log.lines[-1].startswith("elites:")
@@ -497,7 +498,7 @@ def test_offlinerlkit_fit_resumes_exactly_after_a_kill(tmp_path):
 
     for kill_after in (1, 4):
         path = tmp_path / f"killed{kill_after}.pt"
-        part = okit.fit_dynamics(
+        part = okfit.fit_dynamics(
             _fresh_fit_run(), data, _FakeLogger(tmp_path / "k"), path, max_epochs=60, stop_after=kill_after
         )
         assert part == {"epochs": kill_after, "finished": False, "wall_s": part["wall_s"]}
@@ -505,7 +506,7 @@ def test_offlinerlkit_fit_resumes_exactly_after_a_kill(tmp_path):
         np.random.seed(7), torch.manual_seed(7)  # the killed process's streams are gone
         dyn = _fresh_fit_run()
         log = _FakeLogger(tmp_path / "resumed")
-        got = okit.fit_dynamics(dyn, data, log, path, max_epochs=60)
+        got = okfit.fit_dynamics(dyn, data, log, path, max_epochs=60)
         assert got["resumed_at_epoch"] == kill_after and got["wall_s"] >= part["wall_s"]
         assert {k: got[k] for k in ("epochs", "holdout_losses", "elites")} == {
             k: want[k] for k in ("epochs", "holdout_losses", "elites")
@@ -516,7 +517,7 @@ def test_offlinerlkit_fit_resumes_exactly_after_a_kill(tmp_path):
         assert log.lines[0] == f"Training dynamics: resumed after epoch {kill_after} ({path})"
 
     # A finished fit's state (kept until the run's first resume.pt) resumes into a fit that ends at once.
-    again = okit.fit_dynamics(_fresh_fit_run(), data, _FakeLogger(tmp_path / "a"), tmp_path / "whole.pt")
+    again = okfit.fit_dynamics(_fresh_fit_run(), data, _FakeLogger(tmp_path / "a"), tmp_path / "whole.pt")
     assert again["epochs"] == want["epochs"] and again["elites"] == want["elites"]
 
 
@@ -525,13 +526,13 @@ def test_offlinerlkit_fit_keeps_the_peers_loss_types_and_refuses_another_run(tmp
     ``1e10`` where none improved: the type sets the precision of the next 1% test), and a resume into a run that
     was rebuilt differently (another seed: another split and bootstrap) fails instead of mixing two fits."""
     values = torch.tensor([0.25, 1e10], dtype=torch.float64)
-    losses = okit._losses_from_tensors(values, torch.tensor([True, False]))
+    losses = okfit._losses_from_tensors(values, torch.tensor([True, False]))
     assert type(losses[0]) is np.float32 and type(losses[1]) is float and losses == [0.25, 1e10]
     data = _fit_data()
-    okit.fit_dynamics(_fresh_fit_run(), data, _FakeLogger(tmp_path / "a"), tmp_path / "s.pt", stop_after=2)
+    okfit.fit_dynamics(_fresh_fit_run(), data, _FakeLogger(tmp_path / "a"), tmp_path / "s.pt", stop_after=2)
     before = (tmp_path / "s.pt").read_bytes()
     with pytest.raises(RuntimeError, match="did not reach the saved random state"):
-        okit.fit_dynamics(_fresh_fit_run(seed=1), data, _FakeLogger(tmp_path / "b"), tmp_path / "s.pt")
+        okfit.fit_dynamics(_fresh_fit_run(seed=1), data, _FakeLogger(tmp_path / "b"), tmp_path / "s.pt")
     assert (tmp_path / "s.pt").read_bytes() == before  # nothing saved is lost
 
 
