@@ -355,6 +355,9 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
     pc.set_threads(args.num_threads)
     check_args(args)
     data = pc.load_dataset(args.data)
+    digest = pc.data_sha256(data)
+    if resumed is not None:
+        resumed = pc.check_same_data(resumed, digest)
     h, coef = suggested_setting(peer, data.env, data.level, args.rollout_length, getattr(args, peer.coef))
     run_dir = pc.new_run_dir(args.out) if resumed is None else Path(args.out)
 
@@ -411,7 +414,10 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
             settings=settings,
             data_file=str(Path(args.data).resolve()),
             torch_threads=args.num_threads,
-            extra={"args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()}},
+            extra={
+                "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+                "data_sha256": digest,
+            },
         )
     record.write(run_dir)
 

@@ -18,6 +18,7 @@ A peer run directory holds:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import random
@@ -289,6 +290,30 @@ class PeerRecord:
         self.write(run_dir)
         rate = self.interval_updates_per_s or self.updates_per_s
         print(f"step {step}: snapshot {Path(path).name}, {rate:.1f} updates/s, {now - t0:.0f} s", flush=True)
+
+
+def data_sha256(data: PeerDataset) -> str:
+    """SHA-256 of a dataset's arrays (``ARRAY_KEYS`` in order, their bytes): which data a run trained on. simloop
+    generates its datasets on each machine, and the bytes differ across CPU kinds."""
+    h = hashlib.sha256()
+    for k in ARRAY_KEYS:
+        h.update(np.ascontiguousarray(getattr(data, k)).tobytes())
+    return h.hexdigest()
+
+
+def check_same_data(record: dict, digest: str) -> dict:
+    """A resumed run's data must be the data it started on: returns ``record`` with ``extra["data_sha256"]`` set
+    (added to a record that predates it). Raises ValueError when the record names other data (another machine's
+    export of the same dataset id, or another file), before anything is trained or saved."""
+    saved = record.get("extra", {}).get("data_sha256")
+    if saved is not None and saved != digest:
+        raise ValueError(
+            f"{record.get('data_file')}: its data (sha256 {digest[:16]}...) is not the data this run started on "
+            f"({saved[:16]}...); simloop's datasets differ across CPU kinds: resume where the run's data can be "
+            "exported again byte for byte, or start the run again"
+        )
+    record.setdefault("extra", {})["data_sha256"] = digest
+    return record
 
 
 def read_record(run_dir: str | Path) -> dict:

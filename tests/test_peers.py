@@ -15,7 +15,10 @@ from peers import export_data, offlinerlkit_combo, offlinerlkit_mopo, score
 from peers import offlinerlkit_common as okit
 from peers import offlinerlkit_fit as okfit
 from peers.peer_common import (
+    PeerDataset,
     PeerRecord,
+    check_same_data,
+    data_sha256,
     load_dataset,
     resume_args,
     rng_state,
@@ -552,3 +555,29 @@ def test_offlinerlkit_slim_copy_of_a_run_still_fitting(tmp_path):
     assert torch.load(dest / "fit_state.pt", weights_only=True) == {"epoch": 3} and not any(dest.glob("policies/*"))
     resumed, rec = okit.resumed_args(offlinerlkit_mopo.Args, dest)
     assert resumed.out == dest and rec["extra"]["slim_copy_of"] == str(run)
+
+
+def _peer_dataset(seed: int) -> PeerDataset:
+    g = np.random.default_rng(seed)
+    obs, act = g.normal(size=(6, 3)).astype(np.float32), g.uniform(-1, 1, (6, 2)).astype(np.float32)
+    flags = np.zeros(6, np.float32)
+    timeout = flags.copy()
+    timeout[-1] = 1
+    meta = dict(dataset_id="simloop/hopper/medium-v0", env="hopper", gym_id="Hopper-v5", level="medium")
+    return PeerDataset(
+        obs, act, g.normal(size=6).astype(np.float32), obs + 1, flags, timeout, **meta, behavior_normalized_score=41.7
+    )
+
+
+def test_a_resumed_peer_run_refuses_other_data():
+    """A run carried to a machine whose export of the same dataset id differs (simloop generates its data on each
+    machine) must not go on training on it: the record's data digest decides, and a record without one (written
+    before the check existed) takes the digest of the data it resumes on."""
+    a, b = _peer_dataset(0), _peer_dataset(1)
+    assert data_sha256(a) == data_sha256(_peer_dataset(0)) != data_sha256(b)
+    record = {"data_file": "hopper-medium.npz", "extra": {"args": {}, "data_sha256": data_sha256(a)}}
+    assert check_same_data(record, data_sha256(a)) is record
+    with pytest.raises(ValueError, match="hopper-medium.npz: its data .* is not the data this run started on"):
+        check_same_data(record, data_sha256(b))
+    old = {"data_file": "x.npz", "extra": {"args": {}}}
+    assert check_same_data(old, data_sha256(b))["extra"]["data_sha256"] == data_sha256(b)
