@@ -14,7 +14,13 @@ The first expectation is implemented in CQL(H)'s log-sum-exp form (Kumar et al. 
 App. F), which the COMBO paper's practical algorithm and its reference implementations use:
 E_{s~rho}[log sum_a exp Q(s, a)], with the sum over actions estimated by importance sampling from
 10 uniform actions (density 0.5^A on [-1, 1]^A), 10 policy actions at s and 10 policy actions at s'
-(the model's next state), each weighted by 1/density. We use this form because the maximising
+(the model's next state), each weighted by 1/density: one log-sum-exp over the 30 samples of each state, as in
+CQL's reference code (aviralkumar2907/CQL, ``rlkit/torch/sac/cql.py``, ``cat_q1`` of shape [B, 3R, 1]).
+OfflineRL-Kit (e3ce697) means the same, but its ``value.reshape(batch_size, num_repeat, 1)`` discards its result
+(``policy/model_based/combo.py`` l. 188, ``policy/model_free/cql.py`` l. 157), so its ``cat_q1`` is [B*R, 3] and
+its log-sum-exp runs over the 3 proposals of each repeat, then averages over the repeats: a softer maximum than
+ours, with the same total push-down per state. (OfflineRL-Kit also steps the actor before the critics within an
+update; we step the critics first, as our SAC and MOPO do.) We use this form because the maximising
 distribution mu of Eq. 2 is then the soft-max of Q, so no separate mu must be learned, and it is
 the form with published D4RL numbers. Other choices, each as in OfflineRL-Kit's COMBO
 (yihaosun1124/OfflineRL-Kit, run_example/run_combo.py): 3x256 networks, actor lr 1e-4, critic lr

@@ -16,7 +16,10 @@ Wiring and settings: ``run_example/run_combo.py`` at that commit, ``train()`` an
   lr 1e-4); the conservative term with temperature 1.0, 10 repeated actions, ``max_q_backup=False``,
   ``deterministic_backup=True``, ``with_lagrange=False`` (so ``lagrange_threshold`` 10.0 and ``cql_alpha_lr``
   3e-4 are passed but unused), ``uniform_rollout=False`` (model rollouts with the current policy's sampled
-  actions), ``rho_s="mix"`` (the conservative term's states from the mixed real/model batch);
+  actions), ``rho_s="mix"`` (the conservative term's states from the mixed real/model batch); as the peer's code
+  stands, its conservative log-sum-exp runs over the 3 proposals of each of the 10 repeats and averages over the
+  repeats, not over the 30 samples of a state (a ``reshape`` whose result is discarded, ``combo.py`` l. 188;
+  ``algos/combo.py`` describes the difference from ours), and the actor steps before the critics: run unmodified;
 - dynamics: ensemble of 7 (5 elites), 4x200 Swish, weight decays (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4), lr 1e-3,
   no reward penalty (``EnsembleDynamics`` built without ``penalty_coef``), trained as ``EnsembleDynamics.train``
   with ``max_epochs_since_update=5`` (its own early stopping: 5 epochs without a 1% holdout gain; no epoch cap
