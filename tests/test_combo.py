@@ -293,3 +293,21 @@ def test_combo_update_with_zero_beta_is_a_plain_sac_critic_step():
     # The same step with beta > 0 moves the critics elsewhere: the comparison above can tell the two apart.
     combo.combo_update(beta_agent, real, model, torch.Generator().manual_seed(9), replace(cfg, conservative_coef=1.0))
     assert any(not torch.equal(a, b) for a, b in zip(beta_agent.critic.parameters(), plain.critic.parameters()))
+
+
+def test_the_two_log_sum_exp_forms_by_hand():
+    """bench.combo_lse_forms: with one repeat the two forms coincide; with a sample far above the rest ours puts
+    nearly all the push-down on it and the per-repeat form at most 1/R."""
+    from bench.combo_lse_forms import push_down_shares
+
+    one = torch.tensor([[[[1.0, 2.0, 3.0]]]])  # E=1, B=1, R=1
+    s = push_down_shares(one)
+    assert s["lse_ours"] == pytest.approx(s["lse_peer"]) == pytest.approx(math.log(math.e + math.e**2 + math.e**3))
+    assert s["top1_ours"] == pytest.approx(s["top1_peer"]) and s["top3_ours"] == pytest.approx(1.0)
+    w = torch.zeros(2, 3, 5, 3)
+    w[..., 2, 1] = 50.0  # one pi(s) sample per state dominates
+    s = push_down_shares(w)
+    assert s["top1_ours"] == pytest.approx(1.0, abs=1e-6) and s["top1_peer"] == pytest.approx(1 / 5, abs=1e-6)
+    assert s["top_pi_s"] == 1.0 and s["top_uniform"] == s["top_pi_next"] == 0.0
+    assert s["lse_ours"] == pytest.approx(50.0, abs=1e-6)
+    assert s["lse_peer"] == pytest.approx((50.0 + 4 * math.log(3)) / 5, abs=1e-5)
