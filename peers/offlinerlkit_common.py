@@ -360,6 +360,7 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
         resumed = pc.check_same_data(resumed, digest)
     h, coef = suggested_setting(peer, data.env, data.level, args.rollout_length, getattr(args, peer.coef))
     run_dir = pc.new_run_dir(args.out) if resumed is None else Path(args.out)
+    (run_dir / pc.SNAPSHOT_DIR).mkdir(exist_ok=True)  # a run carried in git has lost its empty policies/
 
     from offlinerlkit.policy_trainer import MBPolicyTrainer
     from offlinerlkit.utils.logger import Logger
