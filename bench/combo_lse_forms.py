@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 import torch
 
@@ -41,19 +40,12 @@ def push_down_shares(weighted: torch.Tensor) -> dict[str, float]:
 @torch.no_grad()
 def main(run_dir: str, num_states: int = 256) -> dict[str, float]:
     from algos import combo
-    from engine import checkpoint
-    from engine.config import from_dict
-    from engine.data import load
-    from engine.dynamics import fit_or_load
-    from engine.model_based_config import with_dynamics_seed
+    from experiments.diagnose import load_run
 
-    ckpt = checkpoint.load(Path(run_dir) / "checkpoint.pt")
-    cfg = with_dynamics_seed(from_dict(combo.Config, ckpt["config"]))
-    data = load(cfg.dataset)
+    ckpt, cfg, data, _, agent = load_run(run_dir)
+    if ckpt["algo"] != "combo":
+        raise ValueError(f"{run_dir} is a {ckpt['algo']} run; this reads a COMBO checkpoint")
     real = data.as_batch()
-    dyn, _ = fit_or_load(real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, progress=False)
-    agent = combo.make_agent(data, cfg, torch.device("cpu"), dyn, saved=ckpt["agent"])
-    agent.load_state_dict(ckpt["agent"])
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(len(real.obs), (num_states,), generator=g)
     q_rand, q_pi, lp_pi, q_next, lp_next = combo.sample_conservative_q(

@@ -112,9 +112,10 @@ def critic_gap(critic, obs: torch.Tensor, act: torch.Tensor, generator: torch.Ge
     return (torch.cat(out) - q_act).clamp_min(0)
 
 
-@torch.no_grad()
-def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
-    """The comparison described in the module docstring; returns ``{"step", "episodes": [...], "summary"}``.
+def load_run(run_dir: str | Path):
+    """A run's checkpoint rebuilt on the CPU: ``(ckpt, cfg, data, dyn, agent)``: the checkpoint dict, the run's
+    config (its dynamics seed filled in), the dataset, the dynamics ensemble (from this machine's cache, or fitted)
+    and the agent with the checkpoint's weights.
 
     Raises:
         FileNotFoundError: no checkpoint in ``run_dir``.
@@ -124,11 +125,23 @@ def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
     mod = algo_module(ckpt["algo"])
     cfg = with_dynamics_seed(from_dict(mod.Config, ckpt["config"]))
     data = load(cfg.dataset)
-    real = data.as_batch()
-    dyn, _ = fit_or_load(real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, progress=False)
+    dyn, _ = fit_or_load(data.as_batch(), cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, progress=False)
     torch.manual_seed(cfg.seed)
     agent = mod.make_agent(data, cfg, torch.device("cpu"), dyn, saved=ckpt["agent"])
     agent.load_state_dict(ckpt["agent"])  # ARMOR's adversarial model is in here too
+    return ckpt, cfg, data, dyn, agent
+
+
+@torch.no_grad()
+def diagnose(run_dir: str | Path, num_episodes: int = 5) -> dict:
+    """The comparison described in the module docstring; returns ``{"step", "episodes": [...], "summary"}``.
+
+    Raises:
+        FileNotFoundError: no checkpoint in ``run_dir``.
+        ValueError: the checkpoint's dataset or algorithm is unknown here.
+    """
+    ckpt, cfg, data, dyn, agent = load_run(run_dir)
+    real = data.as_batch()
     params, m = dyn.params(), dyn.model
     term = termination_params(data.env_name)
     probe = UncertaintyProbe(params, real, cfg.rollout.uncertainty, torch.Generator().manual_seed(cfg.seed))

@@ -373,6 +373,9 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
     )
     # A run resumed before its first snapshot is still fitting its ensemble (fit_state.pt, no resume.pt).
     fitting = resumed is None or not (run_dir / RESUME_FILE).is_file()
+    fit_done = None  # a resumed fit's epochs and seconds so far
+    if resumed is not None and fitting:
+        fit_done = {k: torch.load(run_dir / FIT_STATE_FILE, weights_only=True)[k] for k in ("epoch", "wall_s")}
     if not fitting or args.load_dynamics_path is not None:
         dynamics.load(str(_fitted_dynamics(args)))
 
@@ -381,8 +384,7 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
         state = torch.load(run_dir / RESUME_FILE, weights_only=True)
         log_dir = run_dir / f"offlinerlkit-resumed-{state['epochs_done'] * args.step_per_epoch}"
     elif resumed is not None:
-        fit_epochs = torch.load(run_dir / FIT_STATE_FILE, weights_only=True)["epoch"]
-        log_dir = run_dir / f"offlinerlkit-resumed-fit-{fit_epochs}"
+        log_dir = run_dir / f"offlinerlkit-resumed-fit-{fit_done['epoch']}"
     else:
         log_dir = run_dir / "offlinerlkit"
     if resumed is not None and log_dir.exists():
@@ -423,8 +425,8 @@ def train(peer: Peer, args: Args, resumed: dict | None = None) -> dict:
     record.write(run_dir)
 
     if args.load_dynamics_path is None and fitting:
-        if resumed is not None:  # the killed processes' fit time, which the record has not counted yet
-            t0 -= torch.load(run_dir / FIT_STATE_FILE, weights_only=True)["wall_s"]
+        if fit_done is not None:  # the killed processes' fit time, which the record has not counted yet
+            t0 -= fit_done["wall_s"]
         _fit_dynamics(dynamics, real_buffer, logger, args, n_data, record, run_dir)
 
     obs_check = data.obs[np.random.default_rng(0).choice(len(data.obs), 7, replace=False)]

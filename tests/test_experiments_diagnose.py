@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from algos import mopo
+from algos import combo, mopo
+from bench import combo_lse_forms
 from experiments import diagnose
 from tests.conftest import TINY_RUN
 
@@ -34,6 +35,20 @@ def test_diagnose_a_run(tiny_dataset, tmp_path):
     assert (tmp_path / "run" / "diagnosis_step40.json").is_file()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         diagnose.diagnose(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="is a mopo run; this reads a COMBO checkpoint"):
+        combo_lse_forms.main(str(tmp_path / "run"))
+
+
+def test_combo_lse_forms_on_a_tiny_combo_run(tiny_dataset, tmp_path):
+    """bench.combo_lse_forms reads a COMBO checkpoint through ``diagnose.load_run``: both forms' shares are
+    fractions, the per-repeat form's top share at most 1/R."""
+    cfg = combo.Config(dataset=tiny_dataset, out=str(tmp_path / "run"), **TINY_RUN)
+    combo.train(replace(cfg, sac=replace(cfg.sac, hidden_dims=(16, 16))))
+    s = combo_lse_forms.main(str(tmp_path / "run"), num_states=8)
+    assert 0 < s["top1_ours"] <= s["top3_ours"] <= 1 and 0 < s["top1_peer"] <= s["top3_peer"] <= 1
+    assert s["top1_peer"] <= 1 / cfg.num_repeat_actions + 1e-6
+    assert s["top_uniform"] + s["top_pi_s"] + s["top_pi_next"] == pytest.approx(1.0)
+    assert s["lse_ours"] >= s["lse_peer"]  # a log-sum-exp over 30 terms exceeds the mean of those over 3
 
 
 def test_discounted_return_to_go_by_hand():
