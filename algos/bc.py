@@ -29,6 +29,7 @@ import torch
 from engine.batch import Batch
 from engine.cli import run_cli
 from engine.data import DATASETS, DEFAULT_DATASET, check_id, load
+from engine.dynamics import data_hash
 from engine.evaluate import evaluate
 from engine.harness import RunHarness
 from engine.nets import TanhGaussianActor
@@ -215,6 +216,7 @@ def train(cfg: Config | None, resume: str | None = None) -> dict:
         data = load(cfg.dataset, device=cfg.device)
         if data.env_name is None:
             raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
+        run.bind_data(data_hash(data.as_batch()))
         torch.manual_seed(cfg.seed)  # the policy's initialisation
         learner = BCLearner(data.obs_dim, data.act_dim, cfg.hidden_dims, cfg.lr, cfg.objective, cfg.device)
         gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)

@@ -112,10 +112,11 @@ class RunHarness:
         dir: the run directory.
         cfg: the config in force.
         ckpt: the checkpoint resumed from (plain data: the caller's state dict plus ``algo``, ``config``, ``step``
-            and, when written here, ``wall_s``), or None for a fresh run; a caller may ``pop`` large entries from
-            it once restored.
+            and, when written here, ``wall_s`` and ``data_hash``), or None for a fresh run; a caller may ``pop``
+            large entries from it once restored.
         step: the run's step (the checkpoint's on resume, else 0); the caller advances it.
         logger: the ``engine.logger.RunLogger`` (metrics.csv, episodes.csv, TensorBoard).
+        data_hash: the content hash of the run's training data once ``bind_data`` was called, else None.
         evals: ``(step, normalized score)`` of every evaluation logged so far, a resumed run's earlier ones included.
         flush_denormal: whether subnormals are flushed (False where the CPU lacks x86's FTZ/DAZ). Adam's moments of
             units whose gradient stays zero decay geometrically into the subnormal range (below 1.2e-38), and so do
@@ -184,6 +185,7 @@ class RunHarness:
                 self._lock.close()
             raise
         self.closed = False
+        self.data_hash: str | None = None
         if self.ckpt is None:
             self.logger.write_json("config.json", {"algo": algo, "command": " ".join(sys.argv), **to_dict(cfg)})
         self.evals: list[tuple[int, float]] = [
@@ -233,10 +235,39 @@ class RunHarness:
                 tqdm.write(f"step {self.step}: normalized score {values['eval/normalized_score']:.1f}")
         return values
 
+    def bind_data(self, digest: str) -> None:
+        """Tie the run to the content of the data it trains on: ``digest`` is its hash (``engine.dynamics.data_hash``),
+        written into every checkpoint from now on. simloop generates its datasets on each machine, and other CPU kinds
+        write other bytes under the same id (docs/datasets.md), so a run carried to another machine may find other
+        data there; continuing would train the rest of the run on it. Call it before any work that uses the data.
+
+        Raises:
+            ValueError: a resumed run whose checkpoint names another digest (the message names both); nothing is
+                written and the checkpoint stays as it was. A checkpoint written before checkpoints named their data
+                cannot be checked: a warning says so and the run goes on.
+        """
+        import warnings
+
+        saved = None if self.ckpt is None else self.ckpt.get("data_hash")
+        if saved is not None and saved != digest:
+            raise ValueError(
+                f"{self.dir} trained on {self.cfg.dataset} with content hash {saved}, but the local dataset of that id "
+                f"has hash {digest} (datasets are generated on each machine, and another CPU kind writes other bytes): "
+                f"continuing here would train on other data. Resume it where the data has hash {saved}, or start a "
+                "fresh run here"
+            )
+        if self.ckpt is not None and saved is None:
+            warnings.warn(
+                f"{self.dir / 'checkpoint.pt'} names no data hash (written before checkpoints did): whether "
+                f"{self.cfg.dataset} here is the data the run trained on cannot be checked",
+                stacklevel=2,
+            )
+        self.data_hash = digest
+
     def checkpoint(self, state: dict) -> None:
         """Write ``dir/checkpoint.pt`` (``engine.checkpoint.save``: plain data, one rename): the caller's ``state``
-        (tensors and plain data; it must hold ``agent`` and ``gen``) with ``algo``, ``config``, ``step`` and
-        ``wall_s`` added.
+        (tensors and plain data; it must hold ``agent`` and ``gen``) with ``algo``, ``config``, ``step``,
+        ``wall_s`` and, once ``bind_data`` was called, ``data_hash`` added.
 
         Raises:
             FloatingPointError: ``state["agent"]`` holds NaN or +-inf (the message names the tensor and the step);
@@ -249,6 +280,8 @@ class RunHarness:
                 f"checkpoint; its last checkpoint ({self._kept()}) is kept in {self.dir}"
             )
         extra = {"algo": self.algo, "config": to_dict(self.cfg), "step": self.step, "wall_s": self.wall_s()}
+        if self.data_hash is not None:
+            extra["data_hash"] = self.data_hash
         checkpoint.save({**state, **extra}, self.dir / "checkpoint.pt")
         self.last_checkpoint = self.step
 

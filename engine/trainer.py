@@ -30,7 +30,7 @@ import torch
 from engine import data
 from engine.agent import MakeAgent
 from engine.buffer import ReplayBuffer
-from engine.dynamics import fit_or_load
+from engine.dynamics import data_hash, fit_or_load
 from engine.evaluate import evaluate
 from engine.harness import RunHarness
 from engine.model_based_config import RUN_CONTROL_FIELDS, ModelBasedConfig, with_dynamics_seed
@@ -77,6 +77,7 @@ class ModelBasedRun:
         self.real = self.data.as_batch()
         if self.data.env_name is None:
             raise ValueError(f"dataset {cfg.dataset!r} is not from a supported environment; cannot evaluate it")
+        self.harness.bind_data(data_hash(self.real))
         self.dyn, self.dyn_info = fit_or_load(
             self.real, cfg.dataset, cfg.dynamics, path=cfg.dynamics_path, device=dev, progress=cfg.progress
         )

@@ -213,8 +213,10 @@ def test_a_checkpoint_written_before_plain_data_resumes(tiny_dataset, tmp_path):
     shutil.copytree(Path(__file__).parent / "data" / "legacy_mopo_run", run)
     with pytest.raises(Exception):  # noqa: B017 - what any weights_only load of it does
         torch.load(run / "checkpoint.pt", weights_only=True)
-    with pytest.warns(UserWarning, match="before checkpoints held plain data"):
+    with pytest.warns(UserWarning) as caught:
         summary = mopo.train(None, resume=str(run))
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "before checkpoints held plain data" in messages and "names no data hash" in messages
     assert summary["num_updates"] == 40 and summary["dataset"] == tiny_dataset
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 40 and ckpt["config"]["sac"]["hidden_dims"] == [16, 16]
@@ -241,3 +243,30 @@ def test_a_slim_checkpoint_resumes_with_a_fresh_rollout_phase(tiny_dataset, tmp_
     torch.save({"not": "a checkpoint"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a training checkpoint"):
         slim_checkpoint(tmp_path / "other.pt", tmp_path / "x.pt")
+
+
+def test_a_resumed_run_refuses_data_other_than_the_data_it_trained_on(tiny_dataset, tmp_path):
+    """Checkpoints name their data's content hash; resuming over a dataset of the same id with other bytes (as
+    another CPU kind generates) stops before any training and leaves the checkpoint as it was."""
+    from engine.data import load, make_dataset
+    from engine.dynamics import data_hash
+
+    cfg = tiny_config(tiny_dataset, tmp_path / "run", num_updates=20, checkpoint_interval=10)
+    mopo.train(cfg)
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    trained_on = data_hash(load(tiny_dataset).as_batch())
+    assert ckpt["data_hash"] == trained_on
+    make_dataset(tiny_dataset, num_episodes=3, max_episode_steps=200, seed=7, progress=False, overwrite=True)
+    other = data_hash(load(tiny_dataset).as_batch())
+    assert other != trained_on
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=f"content hash {trained_on}.*has hash {other}"):
+        mopo.train(replace(cfg, num_updates=30), resume=str(tmp_path / "run"))
+    assert path.read_bytes() == before
+    # A checkpoint from before checkpoints named their data: it resumes, with a warning that it cannot be checked.
+    del ckpt["data_hash"]
+    torch.save(ckpt, path)
+    with pytest.warns(UserWarning, match="names no data hash"):
+        summary = mopo.train(replace(cfg, num_updates=30), resume=str(tmp_path / "run"))
+    assert summary["num_updates"] == 30 and torch.load(path, weights_only=True)["data_hash"] == other

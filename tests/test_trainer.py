@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from algos import armor, combo, mopo
+from engine import data, trainer
 from engine import off_data as off_data_module
 from engine import rollout as rollout_module
-from engine import trainer
+from engine.dynamics import data_hash
 from engine.logger import RunLogger
 from engine.nets import TanhGaussianActor
 from engine.policy_io import save_policy
@@ -149,7 +150,8 @@ def test_a_killed_and_resumed_bc_run_equals_an_unstopped_one(tiny_dataset, tmp_p
         _kill_after(m, 20)
         with pytest.raises(Killed):
             bc.train(replace(cfg, out=str(stopped)))
-    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] == 20
+    saved = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    assert saved["step"] == 20 and saved["data_hash"] == data_hash(data.load(tiny_dataset).as_batch())
     assert bc.train(None, resume=str(stopped))["num_updates"] == 40
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     b = torch.load(stopped / "checkpoint.pt", weights_only=True)
