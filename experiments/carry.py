@@ -9,7 +9,9 @@ continued with ``--resume``. What is packed:
 - ``config.json``, ``metrics.csv``, ``episodes.csv`` and ``tb/``: the run's records so far;
 - the fitted ensemble the run started from (its ``runs/dynamics`` cache entry), unless the package ships it
   (``engine.dynamics.shipped_ensemble``): without it a resumed run would fit it again first;
-- ``carry.json``: algo, step, budget, when and where it was packed, and the command that continues it.
+- ``carry.json``: algo, step, budget, when and where it was packed, the content hash of the data it trains on,
+  and the command that continues it. It continues only where the local dataset has that hash (the same CPU kind:
+  datasets are generated on each machine); ``unpack`` refuses it elsewhere.
 
 ::
 
@@ -44,15 +46,16 @@ RECORD_FILES = ("config.json", "metrics.csv", "episodes.csv")
 """The run's records copied along with its checkpoint (``tb/`` too, when present)."""
 
 
-def _dynamics_entries(config: dict, cache_dir: Path) -> list[Path]:
-    """The ``cache_dir`` entries of the ensemble a run with ``config`` uses (its dataset and dynamics config, any
-    data hash); none when the run names its own ``dynamics_path``, has no ensemble (BC) or the package ships it."""
+def _dynamics_entries(config: dict, cache_dir: Path, digest: str | None = None) -> list[Path]:
+    """The ``cache_dir`` entries of the ensemble a run with ``config`` uses (its dataset and dynamics config, and
+    its data hash ``digest``, any when None); none when the run names its own ``dynamics_path``, has no ensemble
+    (BC) or the package ships it."""
     if "dynamics" not in config or config.get("dynamics_path"):
         return []
     cfg = from_dict(DynamicsConfig, config["dynamics"], "config.dynamics").seeded(config.get("seed", 0))
     if shipped_ensemble(config["dataset"], cfg) is not None:
         return []
-    pattern = f"{config['dataset'].replace('/', '_')}-*-{config_hash(cfg)}.pt"
+    pattern = f"{config['dataset'].replace('/', '_')}-{digest or '*'}-{config_hash(cfg)}.pt"
     entries = sorted(cache_dir.glob(pattern))
     if not entries:
         raise FileNotFoundError(
@@ -82,7 +85,7 @@ def pack(run_dir: str | Path, dest: str | Path = "checkpoints", cache_dir: str |
         )
     ckpt = checkpoint.load(run_dir / "checkpoint.pt")
     config = json.loads((run_dir / "config.json").read_text())
-    entries = _dynamics_entries(config, Path(cache_dir))  # before anything is written
+    entries = _dynamics_entries(config, Path(cache_dir), ckpt.get("data_hash"))  # before anything is written
     out = Path(dest) / run_dir.name
     tmp = out.with_name(out.name + ".packing")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -109,6 +112,7 @@ def pack(run_dir: str | Path, dest: str | Path = "checkpoints", cache_dir: str |
         "num_threads": config.get("num_threads"),
         "packed": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine_info(config.get("num_threads"))["cpu"],
+        "data_hash": ckpt.get("data_hash"),
         "dynamics": [p.name for p in entries],
         "resume": f"python -m algos.{ckpt['algo']} --resume runs/{run_dir.name}",
     }
@@ -118,12 +122,34 @@ def pack(run_dir: str | Path, dest: str | Path = "checkpoints", cache_dir: str |
     return out
 
 
+def _check_local_data(info: dict) -> None:
+    """Refuse (ValueError, naming both hashes) a carried run whose data hash differs from the local dataset's: its
+    ``--resume`` would refuse it too (``engine.harness.RunHarness.bind_data``), after the unpacking. Nothing is
+    checked when ``carry.json`` names no hash (packed before checkpoints named their data) or the dataset is not
+    here yet (the resumed run generates it, then checks)."""
+    from engine import data
+    from engine.dynamics import data_hash
+
+    digest, dataset = info.get("data_hash"), info.get("dataset")
+    if digest is None or dataset is None or not (data._datasets_root() / dataset / "data").exists():
+        return
+    local = data_hash(data.load(dataset, generate_missing=False).as_batch())
+    if local != digest:
+        raise ValueError(
+            f"{info['run']} trained on {dataset} with content hash {digest} (packed on {info.get('machine')}); "
+            f"here that dataset has hash {local} (another CPU kind generates other bytes): it continues only on a "
+            "machine whose data has its hash. Nothing was unpacked"
+        )
+
+
 def unpack(carried: str | Path, runs: str | Path = "runs", cache_dir: str | Path = "runs/dynamics") -> str:
     """Put the carried run in ``carried`` (a ``pack`` folder) back as ``runs/<run name>/`` and its ensemble in the
     dynamics cache. Returns the command that continues it.
 
     Raises:
         FileNotFoundError: ``carried`` holds no ``carry.json`` or ``checkpoint.pt``.
+        ValueError: the run trained on data with another content hash than the local dataset of its id
+            (``_check_local_data``); nothing is unpacked.
         FileExistsError: ``runs/<run name>`` already holds a run (its checkpoint or metrics): nothing there is
             overwritten; continue that one, or move it away first.
     """
@@ -132,6 +158,7 @@ def unpack(carried: str | Path, runs: str | Path = "runs", cache_dir: str | Path
         if not (carried / name).is_file():
             raise FileNotFoundError(f"{carried} holds no {name}: not a folder written by `experiments.carry pack`")
     info = json.loads((carried / "carry.json").read_text())
+    _check_local_data(info)
     target = Path(runs) / info["run"]
     held = [n for n in ("checkpoint.pt", "metrics.csv") if (target / n).exists()]
     if held:

@@ -55,6 +55,25 @@ def test_a_packed_run_continues_on_a_fresh_machine_without_refitting_its_model(t
         carry.pack(run, tmp_path / "checkpoints")
 
 
+def test_a_run_carried_to_a_machine_with_other_data_is_not_unpacked(tiny_dataset, tmp_path, monkeypatch):
+    """The carried run names its data's hash; where the local dataset of its id has other bytes (another CPU kind's
+    generation), unpack refuses before writing anything, as the resume would after it."""
+    from engine.data import load, make_dataset
+    from engine.dynamics import data_hash
+
+    run = tmp_path / "runs" / "mopo-tiny"
+    _stopped_run(tiny_dataset, monkeypatch, run)
+    carried = carry.pack(run, tmp_path / "checkpoints")
+    info = json.loads((carried / "carry.json").read_text())
+    assert info["data_hash"] == data_hash(load(tiny_dataset).as_batch())
+    assert info["dynamics"] == [f"{tiny_dataset.replace('/', '_')}-{info['data_hash']}-{info['dynamics'][0][-11:]}"]
+    shutil.rmtree(tmp_path / "runs")
+    make_dataset(tiny_dataset, num_episodes=3, max_episode_steps=200, seed=7, progress=False, overwrite=True)
+    with pytest.raises(ValueError, match=f"content hash {info['data_hash']}.*Nothing was unpacked"):
+        carry.unpack(carried, tmp_path / "runs", tmp_path / "runs" / "dynamics")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_packing_names_what_is_missing(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert carry.main(["pack", str(tmp_path / "empty")]) == 1
