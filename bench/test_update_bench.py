@@ -116,20 +116,60 @@ def test_armor_update_throughput(benchmark, bench_updates, bench_threads):
 
 
 PEAK_N = 2048
-"""The square matmul whose float32 FLOP/s is the practical peak ``test_armor_update_peak_fraction`` divides by."""
+"""The square matmul whose float32 FLOP/s is the practical peak the ``*_peak_fraction`` benchmarks divide by."""
+
+
+def _peak_fraction(benchmark, bench_updates, bench_threads, update, per_block: int) -> dict:
+    """FLOPs of one ``update()`` (``torch.utils.flop_counter.FlopCounterMode``: matmuls, forward and backward),
+    its achieved FLOP/s, and that against the float32 matmul peak (a ``PEAK_N``-cubed matmul) measured in the same
+    run: the two are timed in interleaved blocks (``bench.conftest.time_interleaved``: ``per_block`` updates
+    against one peak matmul), so that other load on the machine hits both alike. Reported by the wall clock
+    (``peak_fraction``) and by CPU time (``peak_fraction_cpu``, which leaves out the time other processes held
+    the core; with one thread the figure to trust on a busy machine). Also the FLOP/s of the critics' largest
+    matmul shape alone (``critic_bmm_gflops_cpu``: ``[2, 256, 256] @ [2, 256, 256]``), which tells the matmuls'
+    own efficiency from the rest of the update's. Returns the figures (also in extra_info)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for _ in range(3):
+        update()
+    with FlopCounterMode(display=False) as counter:
+        update()
+    flops = counter.get_total_flops()
+    n = PEAK_N if not benchmark.disabled else 256
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    x, w = torch.randn(2, B, 256), torch.randn(2, 256, 256)
+
+    def updates():
+        for _ in range(per_block):
+            update()
+
+    fns = {"update": updates, "peak": lambda: a @ b, "bmm": lambda: [torch.bmm(x, w) for _ in range(20)]}
+    for fn in fns.values():
+        fn()
+    blocks = max(2, bench_updates // per_block) if not benchmark.disabled else 2
+    res = benchmark.pedantic(time_interleaved, args=(fns, blocks, 1), rounds=1, iterations=1)
+    peak_flops, bmm_flops = 2.0 * n**3, 20 * 2.0 * 2 * B * 256 * 256
+    info = {"gflop_per_update": flops / 1e9}
+    for clock, suffix in (("wall_s", ""), ("cpu_s", "_cpu")):
+        achieved = per_block * flops / res["update"][clock]
+        peak = peak_flops / res["peak"][clock]
+        info.update(
+            {
+                f"updates_per_s{suffix}": per_block / res["update"][clock],
+                f"achieved_gflops{suffix}": achieved / 1e9,
+                f"peak_gflops{suffix}": peak / 1e9,
+                f"peak_fraction{suffix}": achieved / peak,
+                f"critic_bmm_gflops{suffix}": bmm_flops / res["bmm"][clock] / 1e9,
+            }
+        )
+    benchmark.extra_info.update(machine=machine(), threads=bench_threads, **info)
+    assert 0 < info["peak_fraction_cpu"] < 2
+    return info
 
 
 def test_armor_update_peak_fraction(benchmark, bench_updates, bench_threads):
-    """FLOPs of one ARMOR iteration (``torch.utils.flop_counter.FlopCounterMode``: matmuls, forward and
-    backward) at its default sizes, its achieved FLOP/s, and that against the float32 matmul peak (a
-    ``PEAK_N``-cubed matmul) measured in the same run: the two are timed in interleaved blocks
-    (``bench.conftest.time_interleaved``: 3 updates against one peak matmul), so that other load on the machine
-    hits both alike. Reported by the wall clock (``peak_fraction``) and by CPU time (``peak_fraction_cpu``, which
-    leaves out the time other processes held the core; with one thread the figure to trust on a busy machine).
-    Also the FLOP/s of the iteration's largest matmul shape alone (``critic_bmm_gflops_cpu``: ``[2, 256, 256] @
-    [2, 256, 256]``), which tells the matmuls' own efficiency from the rest of the iteration's."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """``_peak_fraction`` of one ARMOR iteration (``algos.armor.ARMORAgent.update``) at its default sizes (batch
+    128 real + 128 model rows), HalfCheetah dims, 3 updates against one peak matmul."""
     from algos.armor import ARMORAgent, Config
     from engine.dynamics import EnsembleDynamics
     from engine.nets import TanhGaussianActor
@@ -141,40 +181,34 @@ def test_armor_update_peak_fraction(benchmark, bench_updates, bench_threads):
     reference, model = TanhGaussianActor(D, A, cfg.hidden_dims), EnsembleDynamics(D, A, cfg.dynamics)
     agent = ARMORAgent(reference, model, cfg, 1e3, *bounds)
     g = torch.Generator().manual_seed(1)
-    for i in range(3):
-        agent.update(*halves[i], g)
-    with FlopCounterMode(display=False) as counter:
-        agent.update(*halves[3], g)
-    flops = counter.get_total_flops()
-    n = PEAK_N if not benchmark.disabled else 256
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    x, w = torch.randn(2, B, 256), torch.randn(2, 256, 256)
     step = [0]
 
-    def armor_updates():
-        for _ in range(3):
-            agent.update(*halves[step[0] % 8], g)
-            step[0] += 1
+    def update():
+        agent.update(*halves[step[0] % 8], g)
+        step[0] += 1
 
-    fns = {"armor": armor_updates, "peak": lambda: a @ b, "bmm": lambda: [torch.bmm(x, w) for _ in range(20)]}
-    for fn in fns.values():
-        fn()
-    blocks = max(2, bench_updates // 3) if not benchmark.disabled else 2
-    res = benchmark.pedantic(time_interleaved, args=(fns, blocks, 1), rounds=1, iterations=1)
-    peak_flops, bmm_flops = 2.0 * n**3, 20 * 2.0 * 2 * B * 256 * 256
-    info = {"gflop_per_update": flops / 1e9}
-    for clock, suffix in (("wall_s", ""), ("cpu_s", "_cpu")):
-        achieved = 3 * flops / res["armor"][clock]
-        peak = peak_flops / res["peak"][clock]
-        info.update(
-            {
-                f"updates_per_s{suffix}": 3 / res["armor"][clock],
-                f"achieved_gflops{suffix}": achieved / 1e9,
-                f"peak_gflops{suffix}": peak / 1e9,
-                f"peak_fraction{suffix}": achieved / peak,
-                f"critic_bmm_gflops{suffix}": bmm_flops / res["bmm"][clock] / 1e9,
-            }
-        )
-    benchmark.extra_info.update(machine=machine(), threads=bench_threads, **info)
-    assert flops > 1e9  # ~2.4 GFLOP of critic matmuls alone (RESULTS)
-    assert 0 < info["peak_fraction_cpu"] < 2
+    info = _peak_fraction(benchmark, bench_updates, bench_threads, update, per_block=3)
+    assert info["gflop_per_update"] > 1  # ~2.4 GFLOP of critic matmuls alone (RESULTS)
+
+
+def test_combo_update_peak_fraction(benchmark, bench_updates, bench_threads):
+    """``_peak_fraction`` of one COMBO update (``algos.combo.COMBOAgent.update``) as the hopper and walker2d
+    presets run it: batch 128 dataset + 128 model rows, beta 5, the conservative term over the whole batch
+    (``rho_states="mix"``: 10 repeats x 3 proposals per state), HalfCheetah's dims (walker2d's are the same),
+    one update against one peak matmul."""
+    from algos.combo import COMBOAgent, Config
+
+    cfg = Config(dataset="simloop/walker2d/medium-v0", conservative_coef=5.0, rho_states="mix")
+    halves = [(Batch(*(t[: B // 2] for t in b)), Batch(*(t[B // 2 :] for t in b))) for b in random_batches(8, 0)]
+    torch.manual_seed(0)
+    agent = COMBOAgent(D, A, cfg, "cpu")
+    g = torch.Generator().manual_seed(1)
+    step = [0]
+    metrics = {}
+
+    def update():
+        metrics.update(agent.update(*halves[step[0] % 8], g))
+        step[0] += 1
+
+    info = _peak_fraction(benchmark, bench_updates, bench_threads, update, per_block=1)
+    assert info["gflop_per_update"] > 5 and all(math.isfinite(float(v)) for v in metrics.values())
