@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -246,8 +247,6 @@ class RunHarness:
                 written and the checkpoint stays as it was. A checkpoint written before checkpoints named their data
                 cannot be checked: a warning says so and the run goes on.
         """
-        import warnings
-
         saved = None if self.ckpt is None else self.ckpt.get("data_hash")
         if saved is not None and saved != digest:
             raise ValueError(

@@ -66,7 +66,8 @@ def test_a_run_carried_to_a_machine_with_other_data_is_not_unpacked(tiny_dataset
     carried = carry.pack(run, tmp_path / "checkpoints")
     info = json.loads((carried / "carry.json").read_text())
     assert info["data_hash"] == data_hash(load(tiny_dataset).as_batch())
-    assert info["dynamics"] == [f"{tiny_dataset.replace('/', '_')}-{info['data_hash']}-{info['dynamics'][0][-11:]}"]
+    assert len(info["dynamics"]) == 1  # the ensemble fitted on that data only
+    assert info["dynamics"][0].startswith(f"{tiny_dataset.replace('/', '_')}-{info['data_hash']}-")
     shutil.rmtree(tmp_path / "runs")
     make_dataset(tiny_dataset, num_episodes=3, max_episode_steps=200, seed=7, progress=False, overwrite=True)
     with pytest.raises(ValueError, match=f"content hash {info['data_hash']}.*Nothing was unpacked"):
