@@ -183,13 +183,23 @@ class EnsembleDynamics:
         mean, _ = self.model(x)
         return (mean - y).pow(2).mean((1, 2))
 
-    def fit(self, data: Batch, progress: bool = True) -> dict[str, float]:
+    def fit(
+        self, data: Batch, progress: bool = True, state_path: str | Path | None = None, state_key: str = ""
+    ) -> dict[str, float]:
         """Train on all transitions of ``data`` (``Batch`` of ``[N, ...]`` tensors).
 
+        With ``state_path`` the fit is resumable: after every epoch the whole loop state (weights, Adam's state,
+        each member's best weights and holdout MSE, the epochs without improvement, the shuffle generator and the
+        seconds spent) is written there (atomically), and a fit that finds a state file there continues from
+        it, taking exactly the steps the uninterrupted fit would have taken. ``state_key`` (e.g. the data and
+        config hashes) is stored with it and must match. The caller deletes the file once the fitted ensemble
+        is saved (``fit_or_load`` does).
+
         Returns metrics ``dynamics/holdout_mse`` (mean over elites), ``dynamics/epochs``,
-        ``dynamics/train_s``, ``dynamics/epochs_per_s``.
+        ``dynamics/train_s`` (seconds over all resumed parts), ``dynamics/epochs_per_s``.
         Raises:
-            ValueError: dims do not match the model, too few transitions, or non-finite data.
+            ValueError: dims do not match the model, too few transitions, non-finite data, or a state file
+                saved for another fit (``state_key``, member count or data size differ).
         """
         cfg, dev = self.cfg, self.device
         if data.obs.shape[-1] != self.obs_dim or data.act.shape[-1] != self.act_dim:
@@ -223,10 +233,18 @@ class EnsembleDynamics:
             steps = min(steps, cfg.max_steps_per_epoch)
         best = self.holdout_mse(x_hold, y_hold)
         best_state = {k: v.clone() for k, v in m.state_dict().items()}
-        stale, epoch, t0 = 0, 0, time.perf_counter()
+        stale, epoch, spent = 0, 0, 0.0
+        if state_path is not None and Path(state_path).is_file():
+            state = _read_fit_state(state_path, state_key, cfg.num_members, n)
+            m.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            g.set_state(state["generator"])
+            best, best_state = state["best"].to(dev), {k: v.to(dev) for k, v in state["best_state"].items()}
+            stale, epoch, spent = state["stale"], state["epoch"], state["spent_s"]
+        t0 = time.perf_counter() - spent
         e = cfg.num_members
-        bar = tqdm(desc="dynamics ensemble", unit="epoch", disable=not progress)
-        while cfg.max_epochs is None or epoch < cfg.max_epochs:
+        bar = tqdm(desc="dynamics ensemble", unit="epoch", initial=epoch, disable=not progress)
+        while (cfg.max_epochs is None or epoch < cfg.max_epochs) and not (epoch and stale >= cfg.patience):
             # Each member gets its own shuffle of the training set: [E, steps * B] indices.
             order = torch.argsort(torch.rand(e, num_train, generator=g, device=dev), dim=1)
             for s in range(steps):
@@ -250,8 +268,10 @@ class EnsembleDynamics:
                 stale += 1
             bar.update(1)
             bar.set_postfix(holdout_mse=f"{mse.mean().item():.4f}", stale=stale)
-            if stale >= cfg.patience:
-                break
+            if state_path is not None:
+                state = dict(model=m.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(), best=best)
+                state.update(best_state=best_state, stale=stale, epoch=epoch, spent_s=time.perf_counter() - t0)
+                _write_fit_state(state_path, {**state, "key": state_key, "num_rows": n})
         bar.close()
         m.load_state_dict(best_state)
         final = self.holdout_mse(x_hold, y_hold)
@@ -304,6 +324,31 @@ class EnsembleDynamics:
         return dyn, ckpt["meta"]
 
 
+def _write_fit_state(path: str | Path, state: dict) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then a rename: a kill never leaves half a state."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _read_fit_state(path: str | Path, key: str, num_members: int, num_rows: int) -> dict:
+    """The fit state at ``path``, checked against the fit that resumes it. Raises ValueError if it is unreadable
+    or was saved for another fit."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means a bad file; say which
+        raise ValueError(f"{path} is not a readable ensemble fit state: {e}; delete it to fit from the start") from e
+    saved = (state.get("key"), state["best"].shape[0], state.get("num_rows"))
+    if saved != (key, num_members, num_rows):
+        raise ValueError(
+            f"the fit state at {path} was saved for another fit (key {saved[0]!r}, {saved[1]} members, {saved[2]} "
+            f"rows), not this one (key {key!r}, {num_members} members, {num_rows} rows); move it away or delete it"
+        )
+    return state
+
+
 def data_hash(data: Batch) -> str:
     """SHA-256 (first 16 hex digits) of the transition tensors: identifies a dataset's content."""
     import hashlib
@@ -347,6 +392,12 @@ def check_on_data(dyn: EnsembleDynamics, data: Batch, num_rows: int = 5_000, see
     return float(mse[dyn.elites].mean())
 
 
+def fit_state_path(cached: str | Path) -> Path:
+    """Where ``fit_or_load`` keeps the resumable state of the fit that will fill the cache file ``cached``."""
+    cached = Path(cached)
+    return cached.with_name(cached.name + ".fit_state")
+
+
 def fit_or_load(
     data: Batch,
     dataset_id: str,
@@ -361,7 +412,9 @@ def fit_or_load(
     With ``path`` the ensemble at ``path`` is loaded and must match the data; otherwise the cache
     ``cache_dir/<dataset id>-<data hash>-<config hash>.pt`` is used; on a miss, a shipped ensemble of the
     dataset and config (``shipped_ensemble``) whose fit of this data passes ``check_on_data`` (within
-    ``SHIPPED_TOLERANCE`` of its saved holdout MSE), else a fit; either fills the cache.
+    ``SHIPPED_TOLERANCE`` of its saved holdout MSE), else a fit; either fills the cache. The fit is resumable:
+    its state is kept beside the cache file (``fit_state_path``) until the ensemble is saved, so a fit killed
+    with its run continues where it stopped when the same call (or run) is made again.
     Returns ``(dynamics, info)`` with ``info`` holding the fit metrics, ``dataset_id``, ``data_hash``,
     ``path``, ``reused`` and, for a shipped one, ``shipped`` and ``check_mse``.
 
@@ -404,16 +457,19 @@ def fit_or_load(
             stacklevel=2,
         )
     dyn = EnsembleDynamics(data.obs.shape[-1], data.act.shape[-1], cfg, device)
-    metrics = dyn.fit(data, progress=progress)
+    state = fit_state_path(cached)
+    metrics = dyn.fit(data, progress=progress, state_path=state, state_key=f"{dataset_id}-{digest}-{cfg_hash}")
     meta = {"dataset_id": dataset_id, "data_hash": digest, "config_hash": cfg_hash, **metrics}
     dyn.save(cached, **meta)
+    state.unlink(missing_ok=True)
     return dyn, {**meta, "path": str(cached), "reused": False}
 
 
 @dataclass(frozen=True)
 class FitConfig:
     """``python -m engine.dynamics``: fit (or find in the cache) the ensemble of a dataset once,
-    so that every algorithm run with the same ``--dynamics.*`` flags reuses it."""
+    so that every algorithm run with the same ``--dynamics.*`` flags reuses it. A fit that was killed continues
+    from its last epoch when the same command is run again."""
 
     dataset: str = DEFAULT_DATASET
     """Minari dataset id (``python -m engine.data list``)."""

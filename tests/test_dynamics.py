@@ -282,3 +282,56 @@ def test_each_member_keeps_the_weights_of_its_best_epoch(monkeypatch):
         rtol=1e-5,
         atol=0,
     )
+
+
+class _Killed(Exception):
+    """Stands for the process being killed in the middle of a fit."""
+
+
+def test_a_killed_fit_resumes_where_it_stopped_and_ends_as_the_uninterrupted_fit(tmp_path, monkeypatch):
+    """fit_or_load keeps the fit's state beside the cache file after every epoch. A fit killed in its 5th epoch
+    (its 3rd minibatch) and called again continues from the end of epoch 4 and ends with exactly the weights,
+    elites and epoch count of a fit that was never interrupted; the state file is gone once the ensemble is saved.
+    Early stopping is part of the resumed state: patience 1 with improvement 0.1 stops this fit by its own rule."""
+    torch.set_num_threads(1)
+    cfg = replace(TINY_DYN, max_epochs=12, batch_size=64, patience=1, improvement=0.1, seed=3)
+    data = toy_system(1001, seed=5)
+    whole, info = fit_or_load(data, "toy/whole-v0", cfg, cache_dir=tmp_path / "whole", progress=False)
+    assert 5 < info["dynamics/epochs"] < 12  # stopped by the patience rule, after the kill point below
+
+    steps_per_epoch = (1001 - 200) // 64
+    calls, real_step = [0], EnsembleDynamics.train_step
+
+    def killed_in_epoch_5(self, opt, x, y):
+        calls[0] += 1
+        if calls[0] == 4 * steps_per_epoch + 3:
+            raise _Killed
+        real_step(self, opt, x, y)
+
+    monkeypatch.setattr(EnsembleDynamics, "train_step", killed_in_epoch_5)
+    with pytest.raises(_Killed):
+        fit_or_load(data, "toy/whole-v0", cfg, cache_dir=tmp_path / "resumed", progress=False)
+    (state,) = (tmp_path / "resumed").glob("*.fit_state")
+    assert torch.load(state, weights_only=True)["epoch"] == 4
+    monkeypatch.setattr(EnsembleDynamics, "train_step", real_step)
+    resumed, info_resumed = fit_or_load(data, "toy/whole-v0", cfg, cache_dir=tmp_path / "resumed", progress=False)
+    assert not state.exists() and not info_resumed["reused"]
+    assert info_resumed["dynamics/epochs"] == info["dynamics/epochs"]
+    assert info_resumed["dynamics/holdout_mse"] == info["dynamics/holdout_mse"]
+    for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_a_fit_state_of_another_fit_is_refused_and_kept(tmp_path):
+    """A state file saved for other data or another config is not silently used or overwritten."""
+    torch.set_num_threads(1)
+    data = toy_system(401, seed=2)
+    state = tmp_path / "fit_state"
+    EnsembleDynamics(3, 1, replace(TINY_DYN, max_epochs=1, seed=0)).fit(data, False, state, state_key="a")
+    saved = state.read_bytes()
+    with pytest.raises(ValueError, match="saved for another fit.*key 'a'.*key 'b'"):
+        EnsembleDynamics(3, 1, replace(TINY_DYN, seed=0)).fit(data, False, state, state_key="b")
+    with pytest.raises(ValueError, match="4 members"):
+        other = replace(TINY_DYN, num_members=4, num_elites=2, seed=0)
+        EnsembleDynamics(3, 1, other).fit(data, False, state, state_key="a")
+    assert state.read_bytes() == saved
