@@ -31,7 +31,9 @@ Resuming (ours; d3rlpy's ``fitter`` always starts at epoch 1): at every snapshot
 ``resume.pt`` (the update count, python/numpy/torch random states; d3rlpy samples batches with numpy's global
 generator); ``--resume RUN_DIR`` rebuilds the algorithm from ``peer_run.json``'s arguments, fits its scalers on
 the data again (deterministic), loads both, sets ``set_grad_step`` and calls ``fitter`` for the remaining updates
-(its logs go to a new ``d3rlpy_logs`` experiment, ``<algo>_seed<k>_resumed<step>``).
+(its logs go to a new ``d3rlpy_logs`` experiment, ``<algo>_seed<k>_resumed<step>``). A resumed run must find the
+data it started on (``peer_run.json`` keeps its SHA-256; ``peer_common.check_same_data``): another machine's export
+of the same dataset id is refused before anything is built.
 
     cd /work/main && OMP_NUM_THREADS=1 /work/peers/d3rlpy-venv/bin/python -m peers.d3rlpy_run \\
         --algo iql --data /work/peers/data/halfcheetah-medium.npz --seed 0 --num-updates 200000 \\
@@ -53,7 +55,9 @@ import tyro
 from peers.peer_common import (
     RESUME_FILE,
     PeerRecord,
+    check_same_data,
     check_snapshot,
+    data_sha256,
     load_dataset,
     new_run_dir,
     resume_args,
@@ -156,6 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
     set_threads(args.num_threads)
     data = load_dataset(args.data)
+    digest = data_sha256(data)
+    if resumed is not None:  # before anything is built, trained or saved
+        resumed = check_same_data(resumed, digest)
     run_dir = new_run_dir(args.out) if resumed is None else Path(args.out)
 
     import d3rlpy
@@ -201,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
             torch_threads=args.num_threads,
             extra={
                 "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+                "data_sha256": digest,
                 "transitions_trained_on": dataset.transition_count,
                 "episodes": len(dataset.episodes),
             },

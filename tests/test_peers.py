@@ -4,6 +4,7 @@ copies). The peer libraries themselves run in the peers' own venvs and are not e
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,12 @@ import pytest
 import torch
 
 from engine import data
-from peers import export_data, offlinerlkit_combo, offlinerlkit_mopo, score
+from peers import d3rlpy_run, export_data, offlinerlkit_combo, offlinerlkit_mopo, score
 from peers import offlinerlkit_common as okit
 from peers import offlinerlkit_fit as okfit
 from peers.peer_common import (
+    ARRAY_KEYS,
+    RESUME_FILE,
     PeerDataset,
     PeerRecord,
     check_same_data,
@@ -23,6 +26,7 @@ from peers.peer_common import (
     resume_args,
     rng_state,
     save_atomic,
+    save_dataset,
     set_rng_state,
     snapshot_path,
 )
@@ -581,3 +585,23 @@ def test_a_resumed_peer_run_refuses_other_data():
         check_same_data(record, data_sha256(b))
     old = {"data_file": "x.npz", "extra": {"args": {}}}
     assert check_same_data(old, data_sha256(b))["extra"]["data_sha256"] == data_sha256(b)
+
+
+def test_a_resumed_d3rlpy_run_refuses_other_data(tmp_path):
+    """The d3rlpy adapter checks the data before it imports d3rlpy or touches the run: a run whose record names
+    another export's digest stops with the data error, and its record and state stay as they were."""
+    a, b = _peer_dataset(0), _peer_dataset(1)
+    path = tmp_path / "hopper-medium.npz"
+    meta = dict(dataset_id=b.dataset_id, env=b.env, gym_id=b.gym_id, behavior_normalized_score=41.7)
+    save_dataset(path, {k: getattr(b, k) for k in ARRAY_KEYS}, **meta)
+    run = tmp_path / "run"
+    _peer_run(run, steps=(10,), finished=False)
+    record = json.loads((run / "peer_run.json").read_text())
+    args = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(d3rlpy_run.Args(data=path, out=run)).items()}
+    record.update(data_file=str(path), extra={"args": args, "data_sha256": data_sha256(a)})
+    (run / "peer_run.json").write_text(json.dumps(record))
+    torch.save({"step": 10}, run / RESUME_FILE)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="is not the data this run started on"):
+        d3rlpy_run.main(["--resume", str(run)])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
