@@ -43,6 +43,10 @@ class Agent:
         when there is nothing (left) to do. When it did work, the loop logs its metrics and checkpoints."""
         return {}
 
+    def schedule(self, step: int, num_updates: int, block: int) -> None:
+        """Set learning rates for the updates from ``step`` on (called at every rollout phase, ``block`` =
+        ``rollout_interval`` updates apart). Default: nothing (constant rates)."""
+
     def state_dict(self) -> dict:
         """Everything needed to continue training (weights, optimiser states), as tensors and plain data."""
         raise NotImplementedError
@@ -69,6 +73,9 @@ class SACAgent(Agent):
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device):
         self.sac = SAC(obs_dim, act_dim, cfg, device)
         self.actor = self.sac.actor
+
+    def schedule(self, step: int, num_updates: int, block: int) -> None:
+        self.sac.schedule_lr(step, num_updates, block)
 
     def state_dict(self) -> dict:
         return self.sac.state_dict()

@@ -13,7 +13,9 @@ what was measured and dropped.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -57,6 +59,11 @@ class SACConfig:
     """Initial entropy temperature."""
     backup_entropy: bool = True
     """Keep -alpha log pi in the critic target; False gives the "deterministic backup" of CQL/COMBO's code."""
+    actor_lr_schedule: Literal["constant", "cosine"] = "constant"
+    """``constant``: ``actor_lr`` throughout (MOPO's and MBPO's SAC). ``cosine``: annealed from ``actor_lr`` to 0
+    over the run, one step per block of updates: ``actor_lr * (1 + cos(pi k / K)) / 2`` for block k of K
+    (``SAC.schedule_lr``), i.e. ``torch.optim.lr_scheduler.CosineAnnealingLR`` stepped once per epoch, as
+    OfflineRL-Kit's ``run_mopo.py`` and ``run_combo.py`` anneal their actor (1e-4, one epoch = 1,000 updates)."""
 
 
 class SAC:
@@ -78,6 +85,17 @@ class SAC:
         self.actor_opt = make_adam(self.actor.parameters(), cfg.actor_lr)
         self.critic_opt = make_adam(self.critic.parameters(), cfg.critic_lr)
         self.alpha_opt = make_adam([self.log_alpha], cfg.alpha_lr)
+
+    def schedule_lr(self, step: int, num_updates: int, block: int) -> None:
+        """Set the actor's learning rate for the updates from ``step`` on, in a run of ``num_updates`` updates whose
+        schedule steps every ``block`` updates (``actor_lr_schedule``; nothing to do for ``constant``). A function
+        of ``step`` alone, so a resumed run sets the rate an unbroken one had."""
+        if self.cfg.actor_lr_schedule == "constant":
+            return
+        blocks = max(1, num_updates // block)
+        lr = self.cfg.actor_lr * 0.5 * (1.0 + math.cos(math.pi * min(step // block, blocks) / blocks))
+        for group in self.actor_opt.param_groups:
+            group["lr"] = lr
 
     def critic_target_value(self, batch: Batch, generator=None) -> torch.Tensor:
         """Soft Bellman target ``r + gamma (1 - d) (min_i Q'_i(s', a') - alpha log pi(a'|s'))``, [B]."""

@@ -137,8 +137,10 @@ class ModelBasedRun:
             self.checkpoint()
 
     def rollout_phase(self) -> None:
-        """Roll each rollout policy out from dataset start states into the model buffer (fixed shapes)."""
+        """Roll each rollout policy out from dataset start states into the model buffer (fixed shapes), after
+        setting the agent's learning rates for the block of updates it starts (``Agent.schedule``)."""
         cfg, dev = self.cfg, self.device
+        self.agent.schedule(self.step, cfg.num_updates, cfg.rollout_interval)  # learning rates for this block
         t0 = time.perf_counter()
         starts = cfg.rollout_batch_size // len(self.engines)
         for i, engine in enumerate(self.engines):

@@ -224,3 +224,22 @@ def test_ensemble_mlp_in_place_relu_matches_out_of_place():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     # Some units are off (so the in-place mask matters) and some gradient reaches the input.
     assert (net.hidden[0](x) < 0).any() and grads[0][1][0].abs().sum() > 0
+
+
+def test_cosine_actor_schedule_is_cosine_annealing_stepped_once_per_block():
+    """``SAC.schedule_lr`` gives, for any update in block k, the rate torch's CosineAnnealingLR (T_max = the blocks
+    of the run) has after k steps: OfflineRL-Kit's per-epoch schedule. ``constant`` never changes the rate."""
+    cfg = SACConfig(hidden_dims=(8,), actor_lr=1e-4, actor_lr_schedule="cosine")
+    sac = SAC(3, 2, cfg)
+    reference = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-4)
+    annealing = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=200)
+    for k in range(200):
+        for step in (k * 1000, k * 1000 + 999):
+            sac.schedule_lr(step, 200_000, 1000)
+            assert sac.actor_opt.param_groups[0]["lr"] == pytest.approx(reference.param_groups[0]["lr"], abs=1e-15)
+        reference.step()  # no gradient: a no-op step, in the order torch expects before the scheduler's
+        annealing.step()
+    assert sac.critic_opt.param_groups[0]["lr"] == cfg.critic_lr and sac.alpha_opt.param_groups[0]["lr"] == cfg.alpha_lr
+    constant = SAC(3, 2, SACConfig(hidden_dims=(8,)))
+    constant.schedule_lr(150_000, 200_000, 1000)
+    assert constant.actor_opt.param_groups[0]["lr"] == 3e-4

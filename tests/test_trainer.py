@@ -363,3 +363,30 @@ def test_a_run_writes_its_records_and_restores_the_thread_count(tiny_dataset, tm
     assert [m.split(":")[0] for m in off_data] == [f"step {s}" for s in expected]  # a warning for each, none else
     config = json.loads((run / "config.json").read_text())
     assert config["algo"] == "mopo" and config["rollout"]["penalty_coef"] == 0.5 and config["dynamics"]["seed"] == 0
+
+
+@pytest.mark.parametrize("module", [mopo, combo], ids=["mopo", "combo"])
+def test_a_cosine_actor_schedule_anneals_per_block_and_survives_a_kill(module, tiny_dataset, tmp_path, monkeypatch):
+    """``--sac.actor-lr-schedule cosine``: the actor's rate is set at every rollout phase (20 updates apart here, of
+    40: blocks 0 and 1, so actor_lr and actor_lr / 2) and the critics' rate stays. A run killed after its
+    checkpoint at 30 (mid-block, where no rollout phase sets the rate) and resumed ends bit for bit as an unbroken
+    one, its optimiser's rate included."""
+
+    def cosine(out):
+        cfg = tiny(module, tiny_dataset, out, checkpoint_interval=10)
+        return replace(cfg, sac=replace(cfg.sac, actor_lr_schedule="cosine", actor_lr=1e-3))
+
+    straight = tmp_path / "straight"
+    module.train(cosine(straight))
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as m:
+        _kill_after(m, 30)
+        with pytest.raises(Killed):
+            module.train(cosine(stopped))
+    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] == 30
+    module.train(None, resume=str(stopped))
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)["agent"]
+    b = torch.load(stopped / "checkpoint.pt", weights_only=True)["agent"]
+    _assert_same_state(a, b, "agent")
+    assert a["actor_opt"]["param_groups"][0]["lr"] == pytest.approx(5e-4, rel=1e-12)
+    assert a["critic_opt"]["param_groups"][0]["lr"] == cosine(straight).sac.critic_lr
