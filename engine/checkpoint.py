@@ -28,13 +28,19 @@ _REQUIRED = {"algo", "config", "agent", "gen", "step"}
 _OWN_PACKAGES = ("algos", "engine", "kernels", "bench")
 
 
-def save(state: dict, path: str | Path) -> None:
-    """Write ``state`` (plain data and tensors) to ``path`` atomically (a temporary file, then a rename)."""
+def save_atomic(obj, path: str | Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically: a temporary file beside it, then a rename, so a kill never leaves
+    a truncated file; creates the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
+    torch.save(obj, tmp)
     tmp.replace(path)
+
+
+def save(state: dict, path: str | Path) -> None:
+    """Write ``state`` (plain data and tensors) to ``path`` atomically (``save_atomic``)."""
+    save_atomic({"format": FORMAT, **state}, path)
 
 
 class _Record:

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from engine.batch import Batch
+from engine.checkpoint import save_atomic
 from engine.data import DEFAULT_DATASET, load
 from engine.nets import EnsembleLinear, adam_step, clear_grads, make_adam
 from kernels import EnsembleParams, ensemble_forward
@@ -271,7 +272,7 @@ class EnsembleDynamics:
             if state_path is not None:
                 state = dict(model=m.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(), best=best)
                 state.update(best_state=best_state, stale=stale, epoch=epoch, spent_s=time.perf_counter() - t0)
-                _write_fit_state(state_path, {**state, "key": state_key, "num_rows": n})
+                save_atomic({**state, "key": state_key, "num_rows": n}, state_path)
         bar.close()
         m.load_state_dict(best_state)
         final = self.holdout_mse(x_hold, y_hold)
@@ -287,21 +288,10 @@ class EnsembleDynamics:
 
     def save(self, path: str | Path, **meta) -> None:
         """Write weights, config and ``meta`` (e.g. dataset id and hash) to ``path`` (atomically: a temporary
-        file beside it, then a rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(
-            {
-                "config": asdict(self.cfg),
-                "obs_dim": self.obs_dim,
-                "act_dim": self.act_dim,
-                "state": self.model.state_dict(),
-                "meta": json.loads(json.dumps(meta)),
-            },
-            tmp,
-        )
-        tmp.replace(path)  # atomic: a killed save never leaves a truncated ensemble in the cache
+        file beside it, then a rename: a killed save never leaves a truncated ensemble in the cache)."""
+        saved = {"config": asdict(self.cfg), "obs_dim": self.obs_dim, "act_dim": self.act_dim}
+        saved.update(state=self.model.state_dict(), meta=json.loads(json.dumps(meta)))
+        save_atomic(saved, path)
 
     @staticmethod
     def load(path: str | Path, device="cpu") -> tuple[EnsembleDynamics, dict]:
@@ -322,15 +312,6 @@ class EnsembleDynamics:
         except Exception as e:  # noqa: BLE001 - any failure means a bad file; say which
             raise ValueError(f"{path} is not a readable simloop dynamics checkpoint: {e}") from e
         return dyn, ckpt["meta"]
-
-
-def _write_fit_state(path: str | Path, state: dict) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then a rename: a kill never leaves half a state."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 def _read_fit_state(path: str | Path, key: str, num_members: int, num_rows: int) -> dict:
